@@ -1,0 +1,38 @@
+# pgx-cds: the two set-up commands are `make run` and `make test` (README "Quick start").
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install bench check-knowledge validate-deploy clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run the service on embedded defaults (in-process cache, built-in knowledge, dev mode on 127.0.0.1:8080)
+run: $(STAMP)
+	$(BIN)/pgx-cds serve
+
+## install everything and run the whole test suite (starts its own real redis-server and FHIR server)
+test: $(STAMP)
+	bash tests/setup.sh
+	$(BIN)/pgx-cds knowledge check
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	bash tests/setup.sh
+	$(BIN)/pgx-cds bench
+
+check-knowledge: $(STAMP)
+	$(BIN)/pgx-cds knowledge check
+
+validate-deploy:
+	bash .ci/validate-deploy.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

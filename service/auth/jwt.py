@@ -1,0 +1,221 @@
+"""CDS Hooks client authentication: `Authorization: Bearer <JWT>` checked per the 2.0 spec.
+
+Order of checks (cds-hooks best practice): header (`alg` allowlist, `kid` present, `typ`), `iss` is a
+configured issuer, `jku` (if any) is on that issuer's allowlist (an arbitrary `jku` is never fetched),
+signature with the issuer's key (JWKS cached, refreshed once on an unknown `kid`), `aud` equals the URL
+called or a configured audience, `exp`/`iat`/`nbf` with a small skew, `tenant` when configured, and `jti`
+not seen before (kept for the token's lifetime). Every failure is the same bare 401 to the caller; the
+reason goes only to a metric and a log line (never the token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+import structlog
+
+from service.cache.store import KV, InProcessKV
+from service.config import Issuer, Settings
+from service.observability import metrics
+
+log = structlog.get_logger("pgx_cds.auth")
+
+ALLOWED_ALGS = frozenset({"ES384", "RS384", "ES256", "RS256", "ES512", "RS512"})
+
+SANDBOX_ISSUER = Issuer(
+    iss="https://sandbox.cds-hooks.org",
+    jwks={
+        "keys": [
+            {
+                "kty": "EC",
+                "use": "sig",
+                "crv": "P-384",
+                "kid": "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f",
+                "x": "dw_JGR8nB2I6XveNxUOl2qk699ZPLM2nYI5STSdiEl9avAkrm3CkfYMbrrjr8laB",
+                "y": "Sm3mLE-n1zYNla_aiE3cb3nZsL51RbC7ysw3q8aJLxGm-hx79RPMYpITDjp7kgzy",
+                "alg": "ES384",
+            }
+        ]
+    },
+    jku_allowlist=["https://sandbox.cds-hooks.org/.well-known/jwks.json"],
+    dev_only=True,
+)
+
+
+class AuthError(Exception):
+    """A rejected token. `reason` is for metrics and logs only, never for the response."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Principal:
+    iss: str
+    tenant: str | None
+    jti: str
+    issuer: Issuer
+
+
+class JwksCache:
+    """Per-URL JWKS cache with refresh-on-unknown-kid (rate limited) and bounded fetch timeouts."""
+
+    def __init__(self, http: httpx.AsyncClient | None, ttl_s: int, timeout_s: float = 2.0) -> None:
+        self._http = http
+        self._ttl = ttl_s
+        self._timeout = timeout_s
+        self._keys: dict[str, tuple[float, dict[str, jwt.PyJWK]]] = {}
+        self._last_fetch: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @staticmethod
+    def _parse(jwks: dict[str, Any]) -> dict[str, jwt.PyJWK]:
+        out: dict[str, jwt.PyJWK] = {}
+        for raw in jwks.get("keys", []):
+            if not isinstance(raw, dict) or "kid" not in raw or raw.get("use", "sig") != "sig":
+                continue
+            try:
+                out[raw["kid"]] = jwt.PyJWK(raw)
+            except jwt.PyJWTError:
+                continue
+        return out
+
+    async def _fetch(self, url: str) -> dict[str, jwt.PyJWK]:
+        if self._http is None:
+            raise AuthError("jwks_unavailable")
+        try:
+            resp = await self._http.get(url, timeout=self._timeout, headers={"Accept": "application/json"})
+            resp.raise_for_status()
+            keys = self._parse(resp.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            raise AuthError("jwks_fetch_failed") from exc
+        self._keys[url] = (time.monotonic() + self._ttl, keys)
+        self._last_fetch[url] = time.monotonic()
+        return keys
+
+    async def key(self, url: str, kid: str) -> jwt.PyJWK:
+        entry = self._keys.get(url)
+        if entry and entry[0] > time.monotonic() and kid in entry[1]:
+            return entry[1][kid]
+        lock = self._locks.setdefault(url, asyncio.Lock())
+        async with lock:
+            entry = self._keys.get(url)
+            fresh = entry and entry[0] > time.monotonic()
+            if fresh and kid in entry[1]:
+                return entry[1][kid]
+            # unknown kid or expired: refetch, but not more than once every 10 s per URL (key rotation)
+            if not fresh or time.monotonic() - self._last_fetch.get(url, 0) > 10:
+                keys = await self._fetch(url)
+            else:
+                keys = entry[1]
+        if kid not in keys:
+            raise AuthError("unknown_kid")
+        return keys[kid]
+
+
+class JwtVerifier:
+    def __init__(self, settings: Settings, kv: KV, http: httpx.AsyncClient | None) -> None:
+        self._settings = settings
+        self._kv = kv
+        self._local_jti = InProcessKV(max_entries=100_000)  # used when the shared store cannot answer
+        self._jwks = JwksCache(http, settings.cache.jwks_ttl_s)
+        issuers = [*settings.issuers, *([SANDBOX_ISSUER] if settings.trust_sandbox else [])]
+        self._issuers: dict[str, Issuer] = {i.iss.rstrip("/"): i for i in issuers}
+        self._inline: dict[str, dict[str, jwt.PyJWK]] = {
+            i.iss.rstrip("/"): JwksCache._parse(i.jwks) for i in issuers if i.jwks
+        }
+
+    def issuer_for(self, iss: str) -> Issuer | None:
+        return self._issuers.get(iss.rstrip("/"))
+
+    async def verify(self, token: str, url_called: str) -> Principal:
+        try:
+            return await self._verify(token, url_called)
+        except AuthError as exc:
+            metrics.AUTH_FAILURES.labels(reason=exc.reason).inc()
+            log.info("jwt_rejected", reason=exc.reason)
+            raise
+
+    async def _verify(self, token: str, url_called: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise AuthError("malformed") from exc
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGS:
+            raise AuthError("alg_not_allowed")
+        kid = header.get("kid")
+        if not kid or not isinstance(kid, str):
+            raise AuthError("kid_missing")
+        typ = header.get("typ")
+        if typ is not None and str(typ).upper() != "JWT":
+            raise AuthError("typ_invalid")
+        iss = unverified.get("iss")
+        issuer = self.issuer_for(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise AuthError("issuer_unknown")
+        key = await self._key_for(issuer, header, kid)
+        if key.algorithm_name and key.algorithm_name != alg:
+            raise AuthError("alg_key_mismatch")
+        audiences = [url_called, *issuer.audiences]
+        skew = self._settings.jwt_skew_s
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=audiences,
+                leeway=skew,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthError("audience") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise AuthError("not_yet_valid") from exc
+        except jwt.PyJWTError as exc:
+            raise AuthError("invalid") from exc
+        now = time.time()
+        iat = float(claims["iat"])
+        if iat > now + skew:
+            raise AuthError("iat_future")
+        if now - iat > self._settings.jwt_max_age_s:
+            raise AuthError("iat_too_old")
+        if issuer.tenant is not None and claims.get("tenant") != issuer.tenant:
+            raise AuthError("tenant")
+        jti = str(claims["jti"])
+        ttl = max(int(float(claims["exp"]) - now) + skew, 1)
+        await self._check_replay(issuer.iss, jti, ttl)
+        return Principal(iss=issuer.iss, tenant=claims.get("tenant"), jti=jti, issuer=issuer)
+
+    async def _key_for(self, issuer: Issuer, header: dict[str, Any], kid: str) -> jwt.PyJWK:
+        jku = header.get("jku")
+        allowed_jku = set(issuer.jku_allowlist)
+        if issuer.jwks_url:
+            allowed_jku.add(str(issuer.jwks_url))
+        if jku is not None and jku not in allowed_jku:
+            raise AuthError("jku_not_allowed")
+        inline = self._inline.get(issuer.iss.rstrip("/"))
+        if inline is not None and kid in inline:
+            return inline[kid]
+        url = jku if (jku and not inline) else (str(issuer.jwks_url) if issuer.jwks_url else None)
+        if url is None:
+            raise AuthError("unknown_kid")
+        return await self._jwks.key(url, kid)
+
+    async def _check_replay(self, iss: str, jti: str, ttl: int) -> None:
+        digest = hashlib.sha256(f"{iss}\x00{jti}".encode()).hexdigest()[:32]
+        key = f"jti:{digest}"
+        fresh_local = await self._local_jti.set_nx(key, b"1", ttl)
+        shared = await self._kv.set_nx(key, b"1", ttl) if self._kv is not self._local_jti else True
+        if shared is False or (not fresh_local):
+            raise AuthError("replay")

@@ -1,0 +1,254 @@
+"""`pgx-cds bench` / `make bench`: throughput and latency of the hot paths, as ratios to a baseline
+measured in the same run on the same machine (wrk on loopback, one uvicorn worker each unless noted).
+
+Scenarios
+  baseline  bare FastAPI POST returning a response of the same size (the stack's limit)
+  prefetch  order-select with full prefetch and an actionable card
+  cached    order-select without prefetch, patient snapshot already in Redis (must make zero FHIR calls)
+  cold      order-select without prefetch, nothing cached: fetched from a real FHIR server (sekmet)
+  onecon    'prefetch' at one connection (p50 target < 3 ms)
+  workers   'prefetch' with 2 workers (should be close to 2x one worker)
+Targets (issue 5): prefetch >= 60% of baseline req/s and p99 <= 1.5x baseline p99; cached within 10% of
+prefetch; cold p99 within 15 ms of the FHIR server's own p99.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    note: str = ""
+
+
+def _ms(value: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", value)
+    if not m:
+        return float("nan")
+    n, unit = float(m.group(1)), m.group(2)
+    return n / 1000 if unit == "us" else n * 1000 if unit == "s" else n
+
+
+def _wrk(url: str, *, body: bytes | None, connections: int, duration: int, headers: dict[str, str] | None = None) -> Result:
+    script = None
+    args = ["wrk", "-t1" if connections < 2 else "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if body is not None:
+        fd, script = tempfile.mkstemp(suffix=".lua")
+        bodyfile = script + ".json"
+        Path(bodyfile).write_bytes(body)
+        hdrs = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+        os.write(fd, (
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n' + hdrs +
+            f'local f = io.open("{bodyfile}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+            'function response(status, headers, body) if status ~= 200 then errors = (errors or 0) + 1 end end\n'
+        ).encode())
+        os.close(fd)
+        args += ["-s", script]
+    elif headers:
+        for k, v in headers.items():
+            args += ["-H", f"{k}: {v}"]
+    out = subprocess.run(args + [url], capture_output=True, text=True, timeout=duration + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
+    return Result("", rps, p50, p99, errors)
+
+
+def _warm(url: str, body: bytes | None, headers: dict[str, str] | None = None) -> None:
+    with httpx.Client(timeout=10) as c:
+        for _ in range(200):
+            if body is None:
+                c.get(url, headers=headers)
+            else:
+                r = c.post(url, content=body, headers={"content-type": "application/json", **(headers or {})})
+                r.raise_for_status()
+
+
+def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "all") -> int:
+    from tests.helpers import RedisProcess, ServiceProcess, free_port
+    from tests.hooks import requests as rq
+
+    if not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install wrk); `make bench` installs it")
+        return 2
+    wanted = set(scenarios.split(",")) if scenarios != "all" else {"baseline", "prefetch", "cached", "cold", "onecon", "workers"}
+    results: dict[str, Result] = {}
+    procs: list = []
+    redis = RedisProcess(port=free_port())
+    redis.start()
+    fhir = None
+    try:
+        fhir_base = "https://fhir.bench.example/r4"
+        body_prefetch = rq.order_select(fhirServer=fhir_base)
+        body_prefetch["hookInstance"] = "bench-prefetch"
+        prefetch_bytes = json.dumps(body_prefetch).encode()
+        common = {"PGX_CDS_REDIS_URL": redis.url, "PGX_CDS_LOG_LEVEL": "warning", "PGX_CDS_PROFILE": "dev"}
+        svc = ServiceProcess(env=common).start("bench")
+        procs.append(svc)
+        url = svc.url + "/cds-services/pgx-order-select"
+        resp = httpx.post(url, content=prefetch_bytes, headers={"content-type": "application/json"})
+        size = len(resp.content)
+
+        if "baseline" in wanted or "prefetch" in wanted:
+            base = ServiceProcess(env={"PGX_BENCH_RESPONSE_BYTES": str(size)})
+            base_port = base.port
+            env = {**os.environ, "PGX_BENCH_RESPONSE_BYTES": str(size)}
+            p = subprocess.Popen([os.sys.executable, "-m", "uvicorn", "service.bench_baseline:create_app", "--factory",
+                                  "--port", str(base_port), "--log-level", "warning"], cwd=ROOT, env=env)
+            procs.append(p)
+            for _ in range(100):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{base_port}/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            burl = f"http://127.0.0.1:{base_port}/cds-services/pgx-order-select"
+            _warm(burl, prefetch_bytes)
+            results["baseline"] = _wrk(burl, body=prefetch_bytes, connections=connections, duration=duration)
+            results["baseline"].note = f"bare FastAPI POST, {size} B response"
+
+        if "prefetch" in wanted:
+            _warm(url, prefetch_bytes)
+            results["prefetch"] = _wrk(url, body=prefetch_bytes, connections=connections, duration=duration)
+            results["prefetch"].note = "order-select, full prefetch, 1 critical card"
+        if "onecon" in wanted:
+            results["onecon"] = _wrk(url, body=prefetch_bytes, connections=1, duration=max(duration // 2, 3))
+            results["onecon"].note = "as prefetch, 1 connection"
+        if "cached" in wanted:
+            body = rq.order_select(fhirServer=fhir_base, prefetch=False)
+            body["hookInstance"] = "bench-cached"
+            cached_bytes = json.dumps(body).encode()
+            # the snapshot is in Redis from the prefetch requests (same fhirServer + patient)
+            httpx.post(url, content=prefetch_bytes, headers={"content-type": "application/json"}).raise_for_status()
+            before = _fhir_calls(svc.url)
+            _warm(url, cached_bytes)
+            results["cached"] = _wrk(url, body=cached_bytes, connections=connections, duration=duration)
+            results["cached"].note = f"no prefetch, snapshot in Redis; FHIR calls made: {_fhir_calls(svc.url) - before:.0f}"
+        if "cold" in wanted:
+            fhir, cold = _cold(common, duration, connections, procs)
+            results.update(cold)
+        if "workers" in wanted:
+            svc2 = ServiceProcess(env={**common, "PGX_CDS_WORKERS": "2"})
+            svc2.env["PGX_CDS_WORKERS"] = "2"
+            svc2 = _start_workers(svc2, 2)
+            procs.append(svc2)
+            u2 = svc2.url + "/cds-services/pgx-order-select"
+            _warm(u2, prefetch_bytes)
+            results["workers"] = _wrk(u2, body=prefetch_bytes, connections=connections * 2, duration=duration)
+            results["workers"].note = "as prefetch, 2 workers (same 2 cores as wrk)"
+    finally:
+        for p in procs:
+            if isinstance(p, subprocess.Popen):
+                p.terminate()
+                p.wait(10)
+            else:
+                p.stop()
+        if fhir is not None:
+            fhir.stop()
+        redis.stop()
+    _print(results, connections)
+    return 0
+
+
+def _fhir_calls(base: str) -> float:
+    text = httpx.get(base + "/metrics").text
+    return sum(float(m.group(1)) for m in re.finditer(r'^pgx_cds_fhir_seconds_count\{[^}]*\} ([\d.e+]+)$', text, re.M))
+
+
+def _start_workers(svc, workers: int):
+    """uvicorn with --workers N (ServiceProcess runs one worker)."""
+    import sys
+
+    from tests.helpers import ARTIFACTS
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = {**os.environ, **svc.env}
+    log = (ARTIFACTS / f"bench-workers-{svc.port}.log").open("wb")
+    svc.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory", "--host",
+                                 "127.0.0.1", "--port", str(svc.port), "--workers", str(workers), "--log-level", "warning"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    svc._log = log
+    for _ in range(300):
+        try:
+            if httpx.get(svc.url + "/healthz", timeout=0.5).status_code == 200:
+                return svc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("multi-worker service did not start")
+
+
+def _cold(common: dict, duration: int, connections: int, procs: list):
+    """Cold path against a real FHIR server process (sekmet) seeded with a synthetic patient."""
+    from tests.fhir.sekmet import SekmetServer  # the FHIR test harness
+    from tests.helpers import ServiceProcess
+    from tests.hooks import requests as rq
+
+    fhir = SekmetServer()
+    fhir.start()
+    fhir.load_resources([rq.PATIENT, rq.CYP2C19_PM])
+    env = {**common, "PGX_CDS_CACHE__PROFILE_TTL_S": "0", "PGX_CDS_FHIR__ALLOW_HTTP": "true"}
+    svc = ServiceProcess(env=env).start("bench-cold")
+    procs.append(svc)
+    body = rq.order_select(fhirServer=fhir.base_url, prefetch=False)
+    body["hookInstance"] = "bench-cold"
+    data = json.dumps(body).encode()
+    url = svc.url + "/cds-services/pgx-order-select"
+    r = httpx.post(url, content=data, headers={"content-type": "application/json"}, timeout=10)
+    r.raise_for_status()
+    out: dict[str, Result] = {}
+    c = max(connections // 4, 1)
+    obs_url = fhir.base_url + "/Observation?patient=pgx-demo-1&code=http%3A%2F%2Floinc.org%7C84413-4"
+    _warm(obs_url, None)
+    out["fhir-own"] = _wrk(obs_url, body=None, connections=c, duration=duration)
+    out["fhir-own"].note = f"sekmet Observation search alone, {c} connections"
+    _warm(url, data)
+    out["cold"] = _wrk(url, body=data, connections=c, duration=duration)
+    out["cold"].note = f"no prefetch, no cache: 4 parallel FHIR reads per request, {c} connections"
+    return fhir, out
+
+
+def _print(results: dict[str, Result], connections: int) -> None:
+    base = results.get("baseline")
+    print(f"\npgx-cds benchmark (wrk, loopback, {os.cpu_count()} cores; {connections} connections unless noted)\n")
+    print(f"{'scenario':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'req/s vs base':>14} {'p99 vs base':>12}  note")
+    for name, r in results.items():
+        ratio = f"{r.rps / base.rps:.2f}x" if base and base.rps else "-"
+        p99r = f"{r.p99_ms / base.p99_ms:.2f}x" if base and base.p99_ms else "-"
+        print(f"{name:<10} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7} {ratio:>14} {p99r:>12}  {r.note}")
+    checks = []
+    if base and "prefetch" in results:
+        p = results["prefetch"]
+        checks.append(("prefetch >= 60% of baseline req/s", p.rps >= 0.6 * base.rps))
+        checks.append(("prefetch p99 <= 1.5x baseline p99", p.p99_ms <= 1.5 * base.p99_ms))
+    if "onecon" in results:
+        checks.append(("prefetch p50 < 3 ms at 1 connection", results["onecon"].p50_ms < 3))
+    if "cached" in results and "prefetch" in results:
+        checks.append(("cached within 10% of prefetch req/s", results["cached"].rps >= 0.9 * results["prefetch"].rps))
+    if "cold" in results and "fhir-own" in results:
+        checks.append(("cold p99 within 15 ms of FHIR server p99", results["cold"].p99_ms <= results["fhir-own"].p99_ms + 15))
+    if "workers" in results and "prefetch" in results:
+        checks.append((f"2 workers: {results['workers'].rps / results['prefetch'].rps:.2f}x one worker", True))
+    print()
+    for label, ok in checks:
+        print(f"  [{'PASS' if ok else 'MISS'}] {label}")

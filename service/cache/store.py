@@ -1,0 +1,175 @@
+"""Key-value stores behind every cache, the JWT replay store, card de-duplication and SMART sessions.
+
+`InProcessKV` is the embedded default (bounded, TTL). `RedisKV` is used when a Redis URL is configured;
+it never lets a slow or dead Redis hold a request: every call has the configured timeout, and on any
+failure it answers like a cache miss (and `set` is dropped), counts the failure, and reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+import structlog
+
+from service.observability import metrics
+
+log = structlog.get_logger("pgx_cds.cache")
+
+
+class KV(Protocol):
+    backend: str
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+    async def set_nx(self, key: str, value: bytes, ttl_s: int) -> bool | None: ...
+    async def delete(self, key: str) -> None: ...
+    async def delete_prefix(self, prefix: str) -> int: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class InProcessKV:
+    """A bounded LRU with per-entry expiry. Single event loop; no locking needed."""
+
+    backend = "memory"
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max = max_entries
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires and expires < time.monotonic():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        self._data[key] = (time.monotonic() + ttl_s if ttl_s > 0 else 0.0, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    async def set_nx(self, key: str, value: bytes, ttl_s: int) -> bool:
+        if await self.get(key) is not None:
+            return False
+        await self.set(key, value, ttl_s)
+        return True
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        keys = [k for k in self._data if k.startswith(prefix)]
+        for k in keys:
+            del self._data[k]
+        return len(keys)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class RedisKV:
+    """Redis (standalone, Sentinel or Cluster URL via redis-py) with a hard per-call timeout."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, timeout_ms: int = 100, namespace: str = "pgx-cds:") -> None:
+        import redis.asyncio as aioredis
+
+        self._timeout = timeout_ms / 1000
+        self._ns = namespace
+        self._url = url
+        self._client = aioredis.from_url(
+            url,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
+            health_check_interval=10,
+            retry_on_timeout=False,
+        )
+        self._up: bool | None = None
+
+    @property
+    def client(self):  # the raw client, for streams (feedback)
+        return self._client
+
+    def key(self, key: str) -> str:
+        return self._ns + key
+
+    def _mark(self, up: bool, op: str, exc: BaseException | None = None) -> None:
+        metrics.REDIS_UP.set(1 if up else 0)
+        if not up:
+            metrics.REDIS_ERRORS.labels(op=op).inc()
+        if up != self._up:
+            if up:
+                log.info("redis_available")
+            else:
+                log.warning("redis_unavailable_cache_bypassed", op=op, error=type(exc).__name__ if exc else None)
+            self._up = up
+
+    async def _call(self, op: str, coro, default):
+        try:
+            result = await asyncio.wait_for(coro, self._timeout)
+        except Exception as exc:  # noqa: BLE001 - any Redis failure is a miss, never a failed request
+            self._mark(False, op, exc)
+            return default
+        self._mark(True, op)
+        return result
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._call("get", self._client.get(self.key(key)), None)
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        ex = ttl_s if ttl_s > 0 else None
+        await self._call("set", self._client.set(self.key(key), value, ex=ex), None)
+
+    async def set_nx(self, key: str, value: bytes, ttl_s: int) -> bool | None:
+        """True if set, False if it existed, None if Redis could not tell."""
+        res = await self._call("set_nx", self._client.set(self.key(key), value, ex=max(ttl_s, 1), nx=True), "err")
+        if res == "err":
+            return None
+        return bool(res)
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete", self._client.delete(self.key(key)), None)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        async def _scan_delete() -> int:
+            n = 0
+            async for k in self._client.scan_iter(match=self.key(prefix) + "*", count=500):
+                n += await self._client.delete(k)
+            return n
+
+        try:
+            return await asyncio.wait_for(_scan_delete(), max(self._timeout, 5.0))
+        except Exception as exc:  # noqa: BLE001
+            self._mark(False, "delete_prefix", exc)
+            return 0
+
+    async def ping(self) -> bool:
+        return bool(await self._call("ping", self._client.ping(), False))
+
+    async def close(self) -> None:
+        try:
+            await self._client.aclose()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def make_kv(redis_url: str | None, *, timeout_ms: int, max_entries: int) -> KV:
+    if redis_url:
+        return RedisKV(redis_url, timeout_ms=timeout_ms)
+    return InProcessKV(max_entries=max_entries)

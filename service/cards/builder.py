@@ -1,0 +1,251 @@
+"""Recommendations -> CDS Hooks cards.
+
+One card per drug–guideline hit. The card carries: a summary (< 140 chars), markdown detail with the
+evidence trail, the CPIC source with a `topic` naming the rule, one-click suggestions (replace the draft
+order with each CPIC alternative; adjust the dose where CPIC gives a number; order the test for pre-test
+cards), override reasons, a SMART link to the profile app, and the machine-readable evidence under
+`extension["pgx-cds"]` (README: "Card evidence extension").
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Iterable
+
+from service.fhir.models import DraftOrder
+from service.hooks.schemas import ActionModel, Card, Coding, Link, Source, Suggestion
+from service.pgx.models import Action, Recommendation
+
+_NS = uuid.UUID("6f1c3a52-8d0e-4c55-9a39-1f4b2a7d9e10")
+RULE_SYSTEM = "urn:pgx-cds:rule"
+OVERRIDE_SYSTEM = "urn:pgx-cds:override-reason"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+EXTENSION_KEY = "pgx-cds"
+
+OVERRIDE_REASONS: tuple[Coding, ...] = (
+    Coding(system=OVERRIDE_SYSTEM, code="benefit-outweighs-risk", display="Benefit outweighs risk for this patient"),
+    Coding(system=OVERRIDE_SYSTEM, code="tolerated-previously", display="Patient has tolerated this drug before"),
+    Coding(system=OVERRIDE_SYSTEM, code="alternative-unsuitable", display="Alternatives contraindicated or unavailable"),
+    Coding(system=OVERRIDE_SYSTEM, code="will-monitor", display="Will monitor (levels, response or toxicity)"),
+    Coding(system=OVERRIDE_SYSTEM, code="result-questioned", display="Genetic result questioned or outdated"),
+)
+
+
+def _uuid(*parts: object) -> str:
+    return str(uuid.uuid5(_NS, "\x1f".join(str(p) for p in parts)))
+
+
+def _truncate(text: str, limit: int = 139) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _detail(rec: Recommendation) -> str:
+    lines = [rec.detail.strip(), ""]
+    if rec.dose and rec.dose.text:
+        lines += [f"**Dose guidance:** {rec.dose.text}", ""]
+    lines += ["**Evidence**", "", "| Gene | Result | Phenotype | Activity score | Source |", "|---|---|---|---|---|"]
+    for g in rec.genes:
+        result = g.diplotype or g.alleleStatus or "—"
+        when = f" ({g.effective[:10]})" if g.effective else ""
+        lines.append(
+            f"| {g.gene} | {result} | {g.phenotype} | {g.activityScore or '—'} | {g.observation or '—'}{when} |"
+        )
+    lines.append("")
+    derivations = [f"- {g.gene}: {g.derivation}" for g in rec.genes if g.derivation]
+    if derivations:
+        lines += ["**How the phenotype was derived**", "", *derivations, ""]
+    pop = rec.population or "all patients"
+    lines.append(
+        f"**Recommendation:** {rec.action.value.replace('_', ' ')} — CPIC strength **{rec.strength}**; "
+        f"population: {pop}."
+    )
+    if rec.population_note:
+        lines.append(f"_{rec.population_note}_")
+    for note in rec.notes:
+        lines.append(f"> ⚠ {note}")
+    lines += [
+        "",
+        f"Source: [{rec.guideline_name}]({rec.guideline_url})"
+        + (f" — {rec.publication}" if rec.publication else "")
+        + f". Rule `{rec.rule_id}`, knowledge {rec.knowledge_version}.",
+    ]
+    return "\n".join(lines)
+
+
+def _new_med_request(alt_name: str, alt_rxnorm: str, patient_id: str, order: DraftOrder | None) -> dict:
+    resource: dict = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": alt_rxnorm, "display": alt_name}],
+            "text": alt_name,
+        },
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+    if order is not None:
+        if order.encounter:
+            resource["encounter"] = {"reference": order.encounter}
+        if order.requester:
+            resource["requester"] = {"reference": order.requester}
+    return resource
+
+
+def _suggestions(rec: Recommendation, hook_instance: str, patient_id: str, order: DraftOrder | None) -> list[Suggestion]:
+    out: list[Suggestion] = []
+    order_ref = rec.order_ref or (order.reference if order else None)
+    for alt in rec.alternatives:
+        actions: list[ActionModel] = []
+        if order_ref:
+            actions.append(
+                ActionModel(type="delete", description=f"Remove the draft order for {rec.drug.name}", resourceId=order_ref)
+            )
+        actions.append(
+            ActionModel(
+                type="create",
+                description=f"Create a draft order for {alt.name}",
+                resource=_new_med_request(alt.name, alt.rxnorm, patient_id, order),
+            )
+        )
+        out.append(
+            Suggestion(
+                label=_truncate(f"Use {alt.name} instead of {rec.drug.name}", 80),
+                uuid=_uuid(hook_instance, rec.rule_id, order_ref, "alt", alt.rxnorm),
+                isRecommended=True if alt.recommended else None,
+                actions=actions,
+            )
+        )
+    if rec.dose and rec.dose.factor and order is not None and order.dose_quantity and order.resource and order_ref:
+        new_dose = round(order.dose_quantity * rec.dose.factor, 3)
+        updated = copy.deepcopy(order.resource)
+        try:
+            updated["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] = new_dose
+        except (KeyError, IndexError, TypeError):
+            updated = None
+        if updated is not None:
+            unit = f" {order.dose_unit}" if order.dose_unit else ""
+            out.append(
+                Suggestion(
+                    label=_truncate(f"Adjust {rec.drug.name} dose to {new_dose:g}{unit}", 80),
+                    uuid=_uuid(hook_instance, rec.rule_id, order_ref, "dose", new_dose),
+                    actions=[
+                        ActionModel(
+                            type="update",
+                            description=f"Change the dose from {order.dose_quantity:g}{unit} to {new_dose:g}{unit}",
+                            resource=updated,
+                        )
+                    ],
+                )
+            )
+    if rec.action == Action.test_before_prescribing:
+        for gene in [g.gene for g in rec.genes] or []:
+            out.append(
+                Suggestion(
+                    label=_truncate(f"Order {gene} genotyping", 80),
+                    uuid=_uuid(hook_instance, rec.rule_id, order_ref, "test", gene),
+                    actions=[
+                        ActionModel(
+                            type="create",
+                            description=f"Create a draft order for {gene} pharmacogenomic testing",
+                            resource={
+                                "resourceType": "ServiceRequest",
+                                "status": "draft",
+                                "intent": "order",
+                                "category": [{"text": "Pharmacogenomic test"}],
+                                "code": {"text": f"{gene} genotyping (pharmacogenomics)"},
+                                "subject": {"reference": f"Patient/{patient_id}"},
+                                "reasonCode": [{"text": f"Planned {rec.drug.name} therapy (CPIC)"}],
+                            },
+                        )
+                    ],
+                )
+            )
+    return out
+
+
+def evidence(rec: Recommendation) -> dict:
+    """The machine-readable evidence object carried under card.extension["pgx-cds"]."""
+    out = {
+        "drug": {"name": rec.drug.name, "rxnorm": rec.drug.rxnorm},
+        "genes": [
+            {
+                "gene": g.gene,
+                "diplotype": g.diplotype,
+                "phenotype": g.phenotype,
+                "activityScore": g.activityScore,
+                "alleleStatus": g.alleleStatus,
+                "observation": g.observation,
+            }
+            for g in rec.genes
+        ],
+        "recommendation": {
+            "action": rec.action.value,
+            "strength": rec.strength,
+            "population": rec.population,
+            "guideline": rec.guideline_url,
+            "ruleId": rec.rule_id,
+        },
+        "knowledgeVersion": rec.knowledge_version,
+    }
+    if rec.notes:
+        out["notes"] = list(rec.notes)
+    if rec.order_ref:
+        out["order"] = rec.order_ref
+    return out
+
+
+def build_card(
+    rec: Recommendation,
+    *,
+    hook_instance: str,
+    patient_id: str,
+    order: DraftOrder | None = None,
+    app_url: str | None = None,
+) -> Card:
+    suggestions = _suggestions(rec, hook_instance, patient_id, order)
+    links = [Link(label="CPIC guideline", url=rec.guideline_url, type="absolute")]
+    if app_url:
+        links.append(
+            Link(
+                label="Open PGx profile",
+                url=app_url,
+                type="smart",
+                appContext=json.dumps({"drug": rec.drug.name, "rule": rec.rule_id}, separators=(",", ":")),
+            )
+        )
+    return Card(
+        uuid=_uuid(hook_instance, rec.rule_id, rec.order_ref, rec.drug.rxnorm),
+        summary=_truncate(rec.summary),
+        detail=_detail(rec),
+        indicator=rec.indicator,  # type: ignore[arg-type]
+        source=Source(
+            label=f"CPIC via pgx-cds ({rec.guideline_name})"[:120],
+            url=rec.guideline_url,
+            topic=Coding(system=RULE_SYSTEM, code=rec.rule_id, display=_truncate(rec.guideline_name, 120)),
+        ),
+        suggestions=suggestions or None,
+        selectionBehavior="at-most-one" if suggestions else None,
+        overrideReasons=list(OVERRIDE_REASONS) if rec.interruptive else None,
+        links=links,
+        extension={EXTENSION_KEY: evidence(rec)},
+    )
+
+
+def build_cards(
+    recs: Iterable[Recommendation],
+    *,
+    hook_instance: str,
+    patient_id: str,
+    orders: dict[str, DraftOrder] | None = None,
+    app_url: str | None = None,
+) -> list[Card]:
+    orders = orders or {}
+    return [
+        build_card(
+            r, hook_instance=hook_instance, patient_id=patient_id, order=orders.get(r.order_ref or ""), app_url=app_url
+        )
+        for r in recs
+    ]

@@ -1,0 +1,229 @@
+"""`pgx-cds` command line: serve, evaluate, phenotype, knowledge, feedback, cache, bench."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Pharmacogenomics CDS Hooks service (CPIC).")
+knowledge_app = typer.Typer(no_args_is_help=True, help="Check and list the clinical knowledge in cards/.")
+feedback_app = typer.Typer(no_args_is_help=True, help="Card feedback (accepted / overridden).")
+cache_app = typer.Typer(no_args_is_help=True, help="Operator cache controls.")
+app.add_typer(knowledge_app, name="knowledge")
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(cache_app, name="cache")
+
+
+def _settings():
+    from service.config import Settings
+
+    try:
+        return Settings()
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"Invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="bind address (default from PGX_CDS_HOST, else 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="port (default from PGX_CDS_PORT, else 8080)"),
+    workers: Optional[int] = typer.Option(None, help="worker processes (default PGX_CDS_WORKERS, else 1)"),
+) -> None:
+    """Run the service with uvicorn."""
+    import uvicorn
+
+    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
+        if value is not None:
+            os.environ[f"PGX_CDS_{name}"] = str(value)
+    s = _settings()
+    if s.dev_mode and not _is_loopback(s.host):
+        typer.echo(
+            f"Refusing to bind {s.host}: no trusted issuers are configured, so every caller would be "
+            "trusted. Configure PGX_CDS_ISSUERS (JSON list of {iss, jwks_url, fhir_servers}) or a config "
+            "file (PGX_CDS_CONFIG_FILE) first, or bind to 127.0.0.1 for local development.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if s.dev_mode:
+        typer.echo(
+            "WARNING: DEV MODE - no issuers configured, requests are NOT authenticated. Listening on "
+            f"loopback only (http://{s.host}:{s.port}/cds-services).",
+            err=True,
+        )
+    uvicorn.run(
+        "service.main:create_app",
+        factory=True,
+        host=s.host,
+        port=s.port,
+        workers=s.workers,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def evaluate(request_file: Path = typer.Argument(..., help="a CDS Hooks request JSON file ('-' for stdin)")) -> None:
+    """Run one hook request through the pipeline offline and print the response JSON."""
+    from service.hooks.discovery import SERVICES
+    from service.hooks.errors import HookError
+    from service.hooks.pipeline import run_hook
+    from service.hooks.schemas import HookRequest
+    from service.main import create_app
+
+    try:
+        text = sys.stdin.read() if str(request_file) == "-" else request_file.read_text(encoding="utf-8")
+        raw = json.loads(text)
+        req = HookRequest.model_validate(raw)
+    except (OSError, json.JSONDecodeError, ValidationError) as exc:
+        typer.echo(f"Bad request file: {exc}", err=True)
+        raise typer.Exit(2) from None
+    service = next((s for s in SERVICES.values() if s.hook == req.hook), None)
+    if service is None:
+        typer.echo(f"Bad request file: no service for hook '{req.hook}'", err=True)
+        raise typer.Exit(2)
+    os.environ.setdefault("PGX_CDS_LOG_LEVEL", "error")
+    application = create_app(_settings())
+
+    async def _run():
+        try:
+            return await run_hook(service, req, application.state.deps, None)
+        finally:
+            await application.state.fhir.aclose()
+
+    try:
+        outcome = asyncio.run(_run())
+    except HookError as exc:
+        typer.echo(f"Request rejected ({exc.status}): {exc.message}", err=True)
+        raise typer.Exit(2 if exc.status < 500 else 1) from None
+    typer.echo(outcome.response.model_dump_json(exclude_none=True, indent=2))
+
+
+@app.command()
+def phenotype(args: list[str] = typer.Argument(None, help="GENE DIPLOTYPE [GENE DIPLOTYPE ...]; none: read GENE<TAB>DIPLOTYPE lines on stdin")) -> None:
+    """Diplotype -> CPIC phenotype, one JSON object per input line."""
+    from service.config import REPO_ROOT
+    from service.pgx.genes import load_genes
+    from service.pgx.phenotype import phenotype_json
+
+    kdir = Path(os.environ.get("PGX_CDS_KNOWLEDGE_DIR", REPO_ROOT / "cards"))
+    genes = load_genes(kdir / "genes")
+    pairs: list[tuple[str, str]] = []
+    if args:
+        if len(args) % 2:
+            typer.echo("Give GENE DIPLOTYPE pairs", err=True)
+            raise typer.Exit(2)
+        pairs = [(args[i], args[i + 1]) for i in range(0, len(args), 2)]
+    else:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            gene, _, dip = line.rstrip("\n").partition("\t")
+            pairs.append((gene.strip(), dip.strip()))
+    out = sys.stdout
+    for gene, dip in pairs:
+        try:
+            result = phenotype_json(genes, gene, dip)
+        except Exception as exc:  # noqa: BLE001 - one bad line never stops the batch
+            result = {"gene": gene, "diplotype": dip, "error": str(exc)}
+        out.write(json.dumps(result, ensure_ascii=False) + "\n")
+
+
+@knowledge_app.command("check")
+def knowledge_check(directory: Optional[Path] = typer.Option(None, "--dir", help="knowledge directory")) -> None:
+    """Validate every gene and guideline file; exit 1 if anything is wrong."""
+    from service.config import REPO_ROOT
+    from service.pgx.knowledge import check_knowledge
+
+    problems = check_knowledge(directory or Path(os.environ.get("PGX_CDS_KNOWLEDGE_DIR", REPO_ROOT / "cards")))
+    for p in problems:
+        typer.echo(str(p))
+    if problems:
+        typer.echo(f"{len(problems)} problem(s)", err=True)
+        raise typer.Exit(1)
+    typer.echo("knowledge OK")
+
+
+@knowledge_app.command("list")
+def knowledge_list(directory: Optional[Path] = typer.Option(None, "--dir", help="knowledge directory")) -> None:
+    """Print the genes and drugs covered."""
+    from service.config import REPO_ROOT
+    from service.pgx.knowledge import list_knowledge, load_knowledge
+
+    k = load_knowledge(directory or Path(os.environ.get("PGX_CDS_KNOWLEDGE_DIR", REPO_ROOT / "cards")))
+    for row in list_knowledge(k):
+        typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+@feedback_app.command("export")
+def feedback_export() -> None:
+    """Print stored feedback as NDJSON."""
+    from service.feedback.store import export_records
+
+    s = _settings()
+    for record in export_records(s.redis_url, s.feedback_file):
+        typer.echo(json.dumps(record, separators=(",", ":")))
+
+
+@cache_app.command("clear")
+def cache_clear(
+    patient: Optional[str] = typer.Option(None, help="only this patient id (with --fhir-server)"),
+    fhir_server: Optional[str] = typer.Option(None, help="the patient's FHIR server base URL"),
+) -> None:
+    """Drop cached patient snapshots (all, or one patient's)."""
+    from service.cache.store import make_kv
+    from service.observability.logging import patient_hash
+
+    s = _settings()
+    kv = make_kv(s.redis_url, timeout_ms=max(s.redis_timeout_ms, 2000), max_entries=1)
+    if kv.backend == "memory":
+        typer.echo("No Redis configured: the in-process cache lives and dies with each server process.")
+        return
+
+    async def _clear() -> int:
+        try:
+            if patient:
+                h = patient_hash(s.log_salt, fhir_server, patient)
+                n = 0
+                async for key in kv.client.scan_iter(match=kv.key("snap:*:" + h)):
+                    n += await kv.client.delete(key)
+                return n
+            return await kv.delete_prefix("snap:")
+        finally:
+            await kv.close()
+
+    typer.echo(f"removed {asyncio.run(_clear())} cached snapshot(s)")
+
+
+@app.command()
+def bench(
+    duration: int = typer.Option(10, help="seconds per scenario"),
+    connections: int = typer.Option(32, help="concurrent connections"),
+    scenarios: str = typer.Option("all", help="comma list: baseline,prefetch,cached,cold,onecon,workers"),
+) -> None:
+    """Benchmark the hot paths against a bare FastAPI baseline in the same run (needs wrk)."""
+    from service.bench import run_bench
+
+    raise typer.Exit(run_bench(duration=duration, connections=connections, scenarios=scenarios))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

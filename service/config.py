@@ -1,0 +1,147 @@
+"""One settings model for the whole service.
+
+Sources, later wins: defaults < a YAML/TOML file named by ``PGX_CDS_CONFIG_FILE`` < environment
+variables with the ``PGX_CDS_`` prefix (nested fields with ``__``, e.g. ``PGX_CDS_FHIR__TIMEOUT_S``).
+Invalid configuration stops start-up with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+Indicator = Literal["info", "warning", "critical"]
+
+
+class Issuer(BaseModel):
+    """A CDS client (EHR tenant) we trust to call us."""
+
+    iss: str
+    jwks_url: HttpUrl | None = None  # where its public keys live; `jku` must match this or jku_allowlist
+    jwks: dict[str, Any] | None = None  # inline JWKS (tests, air-gapped sites)
+    jku_allowlist: list[str] = Field(default_factory=list)
+    audiences: list[str] = Field(default_factory=list)  # extra accepted `aud` values (Epic: configured)
+    fhir_servers: list[str] = Field(default_factory=list)  # fhirServer base URLs this issuer may send
+    tenant: str | None = None
+    dev_only: bool = False  # e.g. the public CDS Hooks sandbox key: trusted only in dev profile
+
+
+class FhirSettings(BaseModel):
+    timeout_s: float = Field(1.2, gt=0, le=30, description="whole time budget for FHIR calls of one request")
+    connect_timeout_s: float = Field(0.5, gt=0, le=30)
+    retries: int = Field(1, ge=0, le=5, description="retries on 5xx / timeouts, within the budget")
+    max_pages: int = Field(5, ge=1, le=100)
+    page_size: int = Field(100, ge=1, le=1000)
+    allow_http: bool = Field(False, description="allow http:// fhirServer (dev and tests only)")
+
+
+class CacheSettings(BaseModel):
+    profile_ttl_s: int = Field(300, ge=0)
+    fhir_ttl_s: int = Field(60, ge=0)
+    jwks_ttl_s: int = Field(3600, ge=0)
+    max_entries: int = Field(10_000, ge=1)
+    dedupe_ttl_s: int = Field(3600, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PGX_CDS_", env_nested_delimiter="__", extra="forbid")
+
+    profile: Literal["production", "dev"] = "production"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    public_base_url: str | None = Field(
+        None, description="external base URL (behind an ingress); used for JWT `aud` and app links"
+    )
+    issuers: list[Issuer] = Field(default_factory=list)
+    trust_sandbox: bool = Field(
+        False, description="trust the public CDS Hooks Sandbox signing key (its private key is public: dev only)"
+    )
+    jwt_skew_s: int = Field(60, ge=0, le=600)
+    jwt_max_age_s: int = Field(3600, ge=1)
+    cors_origins: list[str] = Field(default_factory=list)
+    redis_url: str | None = None
+    redis_timeout_ms: int = Field(100, ge=1, le=10_000)
+    fhir: FhirSettings = Field(default_factory=FhirSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    knowledge_dir: Path = REPO_ROOT / "cards"
+    indicator_overrides: dict[str, Indicator] = Field(default_factory=dict, description="rule id -> indicator")
+    disabled_rules: list[str] = Field(default_factory=list)
+    pretest_cards: dict[str, Literal["off", "info", "warning"]] = Field(
+        default_factory=dict, description="drug name -> pre-test card mode (overrides the guideline file)"
+    )
+    dedupe_order_sign: bool = True
+    feedback_file: Path = Field(
+        Path(tempfile.gettempdir()) / "pgx-cds" / "feedback.ndjson",
+        description="where feedback is appended when Redis is not configured (or unreachable)",
+    )
+    log_level: str = "info"
+    log_salt: str = Field("pgx-cds-default-salt", description="salt for hashing patient ids in logs")
+    smart_app_path: str = "/app"
+    otlp_endpoint: str | None = None
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    @field_validator("knowledge_dir")
+    @classmethod
+    def _knowledge_dir_exists(cls, v: Path) -> Path:
+        if not v.is_dir():
+            raise ValueError(f"knowledge directory {v} does not exist")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.profile == "production" and (self.trust_sandbox or any(i.dev_only for i in self.issuers)):
+            raise ValueError(
+                "trust_sandbox / issuers marked dev_only (the public sandbox key) need PGX_CDS_PROFILE=dev"
+            )
+        if self.profile == "production" and self.fhir.allow_http:
+            raise ValueError("fhir.allow_http (plain-http fhirServer) needs PGX_CDS_PROFILE=dev")
+        return self
+
+    @property
+    def dev_mode(self) -> bool:
+        """No issuers configured: unauthenticated, loopback only."""
+        return not self.issuers and not self.trust_sandbox
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls), file_secret_settings)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Reads the YAML or TOML file named by PGX_CDS_CONFIG_FILE."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("PGX_CDS_CONFIG_FILE")
+        if not path:
+            return {}
+        p = Path(path)
+        text = p.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {p} must hold a mapping")
+        return data
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,152 @@
+"""Medication orders out of a CDS Hooks ``draftOrders`` Bundle (tolerant of messy input)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.fhir.models import DraftOrder, MedicationCode
+
+
+def extract_orders(draft_orders: dict | None, selections: list[str] | None) -> list[DraftOrder]:
+    """MedicationRequests of ``draftOrders`` as :class:`DraftOrder` objects.
+
+    Accepts a Bundle (any or no ``type``), a bare MedicationRequest or a list of resources/entries;
+    ignores other resource types and malformed entries. When ``selections`` is a non-empty list
+    (order-select), only the selected orders (``MedicationRequest/id``, or a matching ``fullUrl``) are kept.
+    A ``medicationReference`` to a contained Medication (``#id``) is resolved here; other references are
+    left to :func:`service.fhir.patient_data.resolve_medications`.
+    """
+    wanted = {s.strip() for s in selections if isinstance(s, str)} if selections else None
+    out: list[DraftOrder] = []
+    for full_url, res in _resources(draft_orders):
+        if res.get("resourceType") != "MedicationRequest":
+            continue
+        order = _order(res)
+        if wanted is not None and not _selected(order, full_url, wanted):
+            continue
+        out.append(order)
+    return out
+
+
+def _resources(container: Any) -> list[tuple[str | None, dict[str, Any]]]:
+    if isinstance(container, dict):
+        if container.get("resourceType") == "Bundle" or "entry" in container:
+            items = container.get("entry")
+        else:
+            items = [container]
+    elif isinstance(container, list):
+        items = container
+    else:
+        return []
+    out: list[tuple[str | None, dict[str, Any]]] = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        res = item.get("resource") if "resource" in item else item
+        if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
+            full = item.get("fullUrl") if isinstance(item.get("fullUrl"), str) else None
+            out.append((full, res))
+    return out
+
+
+def _selected(order: DraftOrder, full_url: str | None, wanted: set[str]) -> bool:
+    if order.reference and order.reference in wanted:
+        return True
+    if full_url and full_url in wanted:
+        return True
+    return bool(order.reference) and any(w.endswith("/" + order.reference) for w in wanted)
+
+
+def _order(res: dict[str, Any]) -> DraftOrder:
+    rid = res.get("id") if isinstance(res.get("id"), str) else None
+    codes, text = medication_codes(res)
+    dose, unit = _dose(res)
+    return DraftOrder(
+        resource_type="MedicationRequest",
+        id=rid,
+        reference=f"MedicationRequest/{rid}" if rid else None,
+        status=res.get("status") if isinstance(res.get("status"), str) else None,
+        codes=codes,
+        text=text,
+        encounter=_ref(res.get("encounter")),
+        requester=_ref(res.get("requester")),
+        reason_codes=[c for cc in _list(res.get("reasonCode")) for c in _codings(cc)],
+        dose_quantity=dose,
+        dose_unit=unit,
+        resource=res,
+    )
+
+
+def medication_codes(res: dict[str, Any]) -> tuple[list[MedicationCode], str | None]:
+    """Codes and a display text of a MedicationRequest's drug (codeable concept or contained reference)."""
+    mcc = res.get("medicationCodeableConcept")
+    if isinstance(mcc, dict):
+        codes = _codings(mcc)
+        return codes, _text(mcc, codes)
+    ref = res.get("medicationReference")
+    if isinstance(ref, dict):
+        target = ref.get("reference")
+        if isinstance(target, str) and target.startswith("#"):
+            med = _contained(res, target[1:])
+            if med is not None:
+                codes, text = codes_of_medication(med)
+                return codes, text or _str(ref.get("display"))
+        return [], _str(ref.get("display"))
+    return [], None
+
+
+def codes_of_medication(med: dict[str, Any]) -> tuple[list[MedicationCode], str | None]:
+    """Codes and text of a Medication resource (``Medication.code``)."""
+    code = med.get("code")
+    if not isinstance(code, dict):
+        return [], None
+    codes = _codings(code)
+    return codes, _text(code, codes)
+
+
+def _contained(res: dict[str, Any], cid: str) -> dict[str, Any] | None:
+    for c in _list(res.get("contained")):
+        if isinstance(c, dict) and c.get("id") == cid and c.get("resourceType") == "Medication":
+            return c
+    return None
+
+
+def _codings(cc: Any) -> list[MedicationCode]:
+    if not isinstance(cc, dict):
+        return []
+    out = []
+    for c in _list(cc.get("coding")):
+        if isinstance(c, dict) and (c.get("code") or c.get("display")):
+            out.append(MedicationCode(system=_str(c.get("system")), code=_str(c.get("code")), display=_str(c.get("display"))))
+    return out
+
+
+def _text(cc: dict[str, Any], codes: list[MedicationCode]) -> str | None:
+    text = _str(cc.get("text"))
+    if text:
+        return text
+    return next((c.display for c in codes if c.display), None)
+
+
+def _dose(res: dict[str, Any]) -> tuple[float | None, str | None]:
+    try:
+        dq = res["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
+        value = dq.get("value")
+        if isinstance(value, bool) or value is None:
+            return None, None
+        unit = _str(dq.get("unit")) or _str(dq.get("code"))
+        return float(value), unit
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None, None
+
+
+def _ref(value: Any) -> str | None:
+    return _str(value.get("reference")) if isinstance(value, dict) else None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

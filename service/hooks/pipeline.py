@@ -1,0 +1,251 @@
+"""One hook request through the stages: request -> patient data -> genomic profile -> recommendations -> cards.
+
+The router validates and authenticates; this module orchestrates the stages and owns the per-patient
+snapshot cache (profile + the patient context the engine needs), single-flight fetching, and the
+order-select -> order-sign card de-duplication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from pydantic import BaseModel
+
+from service.auth.jwt import Principal
+from service.cache.store import KV
+from service.cards.builder import build_cards
+from service.config import Settings
+from service.feedback.store import card_rule_key
+from service.fhir.client import FhirClient, validate_fhir_server
+from service.fhir.genomics import build_profile
+from service.fhir.models import DraftOrder, PatientData
+from service.fhir.orders import extract_orders
+from service.fhir.patient_data import load_patient_data, resolve_medications
+from service.fhir.prefetch import REQUIRED_KEYS
+from service.hooks.discovery import ServiceDef
+from service.hooks.errors import HookError
+from service.hooks.schemas import Card, CdsResponse, HookRequest
+from service.observability import metrics
+from service.observability.logging import patient_hash
+from service.pgx.drugs import recognise
+from service.pgx.engine import evaluate_order, summarize_profile
+from service.pgx.knowledge import Knowledge
+from service.pgx.models import GenomicProfile, Recommendation
+from service.pgx.phenotype import annotate_profile
+
+log = structlog.get_logger("pgx_cds.hooks")
+
+_OBS_KEY = next(iter(REQUIRED_KEYS))
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    knowledge: Knowledge
+    fhir: FhirClient
+    kv: KV
+    inflight: dict[str, asyncio.Future] = field(default_factory=dict)
+
+
+class Snapshot(BaseModel):
+    """What we cache per patient: the annotated profile and the context the engine reads."""
+
+    profile: GenomicProfile
+    patient: PatientData  # with observations emptied
+
+
+@dataclass
+class Outcome:
+    response: CdsResponse
+    patient_key: str | None = None
+    source: str = "none"
+    fhir_calls: int = 0
+    recommendations: list[Recommendation] = field(default_factory=list)
+
+
+def _has_usable_prefetch(prefetch: dict[str, Any] | None, key: str) -> bool:
+    if not prefetch or key not in prefetch:
+        return False
+    value = prefetch[key]
+    return not (isinstance(value, dict) and value.get("resourceType") == "OperationOutcome")
+
+
+def _checked_fhir_server(req: HookRequest, deps: Deps, principal: Principal | None) -> str | None:
+    if req.fhirServer is None:
+        return None
+    s = deps.settings
+    allowed = None
+    if principal is not None and not s.dev_mode:
+        allowed = principal.issuer.fhir_servers
+        if not allowed:
+            raise HookError(400, "fhirServer is not allowed: no FHIR servers are configured for this issuer")
+    try:
+        return validate_fhir_server(req.fhirServer, allowed=allowed, allow_http=s.fhir.allow_http)
+    except ValueError as exc:
+        raise HookError(400, f"fhirServer rejected: {exc}") from None
+
+
+async def _load_snapshot(req: HookRequest, deps: Deps, fhir_server: str | None, key: str, hook: str) -> tuple[Snapshot, str, int]:
+    """Prefetch (always wins) > cache > FHIR fetch. Concurrent misses for one patient share one fetch."""
+    s = deps.settings
+    token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
+    if not _has_usable_prefetch(req.prefetch, _OBS_KEY):
+        cached = await deps.kv.get(key)
+        if cached is not None:
+            metrics.CACHE.labels(cache="profile", result="hit").inc()
+            return Snapshot.model_validate_json(cached), "cache", 0
+        metrics.CACHE.labels(cache="profile", result="miss").inc()
+        pending = deps.inflight.get(key)
+        if pending is not None:
+            snap, calls = await asyncio.shield(pending)
+            return snap, "fhir-shared", 0
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        deps.inflight[key] = fut
+        try:
+            snap, calls = await _fetch_snapshot(req, deps, fhir_server, token, hook)
+            fut.set_result((snap, calls))
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            deps.inflight.pop(key, None)
+        if snap.patient.observations_available:
+            await deps.kv.set(key, snap.model_dump_json().encode(), s.cache.profile_ttl_s)
+        return snap, "fhir", calls
+    snap, calls = await _fetch_snapshot(req, deps, fhir_server, token, hook)
+    if snap.patient.observations_available:
+        await deps.kv.set(key, snap.model_dump_json().encode(), s.cache.profile_ttl_s)
+    return snap, "prefetch", calls
+
+
+async def _fetch_snapshot(req: HookRequest, deps: Deps, fhir_server: str | None, token: str | None, hook: str) -> tuple[Snapshot, int]:
+    patient = await load_patient_data(
+        hook=hook,
+        patient_id=req.context.patientId,
+        fhir_server=fhir_server,
+        access_token=token,
+        prefetch=req.prefetch,
+        client=deps.fhir,
+        settings=deps.settings,
+    )
+    if not patient.observations_available:
+        return Snapshot(profile=GenomicProfile(patient_id=patient.patient_id), patient=patient), patient.fhir_calls
+    profile = build_profile(patient)
+    profile = annotate_profile(deps.knowledge.genes, profile, patient.sex)
+    slim = patient.model_copy(update={"observations": []})
+    return Snapshot(profile=profile, patient=slim), patient.fhir_calls
+
+
+def _content_hash(card: Card) -> str:
+    ext = (card.extension or {}).get("pgx-cds", {})
+    body = orjson.dumps([card.summary, card.indicator, ext.get("genes"), ext.get("recommendation")])
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+async def _dedupe(cards: list[Card], hook: str, deps: Deps, pkey: str) -> list[Card]:
+    """Remember what order-select showed; at order-sign drop cards shown already with the same content."""
+    s = deps.settings
+    if not s.dedupe_order_sign or hook not in ("order-select", "order-sign"):
+        return cards
+    out = []
+    for card in cards:
+        ext = (card.extension or {}).get("pgx-cds", {})
+        ident = f"dedupe:{pkey}:{ext.get('order', '')}:{ext.get('recommendation', {}).get('ruleId', '')}"
+        digest = _content_hash(card).encode()
+        if hook == "order-select":
+            await deps.kv.set(ident, digest, s.cache.dedupe_ttl_s)
+            out.append(card)
+        else:
+            seen = await deps.kv.get(ident)
+            if seen != digest:
+                out.append(card)
+    return out
+
+
+async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal: Principal | None) -> Outcome:
+    s = deps.settings
+    hook = service.hook
+    fhir_server = _checked_fhir_server(req, deps, principal)
+    if req.fhirAuthorization is not None and req.fhirServer is None:
+        raise HookError(400, "fhirAuthorization requires fhirServer")
+    patient_id = req.context.patientId
+
+    orders: list[DraftOrder] = []
+    drug_orders: list[tuple[DraftOrder, list]] = []
+    if hook in ("order-select", "order-sign"):
+        if req.context.draftOrders is None:
+            raise HookError(400, "context.draftOrders is required for " + hook)
+        if hook == "order-select" and not req.context.selections:
+            raise HookError(400, "context.selections is required for order-select")
+        selections = req.context.selections if hook == "order-select" else None
+        orders = extract_orders(req.context.draftOrders, selections)
+        token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
+        if any(o.codes == [] and not o.text for o in orders) or any(
+            (o.resource.get("medicationReference") or {}).get("reference") for o in orders
+        ):
+            orders = await resolve_medications(
+                orders, prefetch=req.prefetch, draft_orders=req.context.draftOrders, fhir_server=fhir_server,
+                access_token=token, client=deps.fhir, settings=s,
+            )
+        drug_orders = [(o, recognise(deps.knowledge, o)) for o in orders]
+        drug_orders = [(o, d) for o, d in drug_orders if d]
+        if not drug_orders:
+            return Outcome(CdsResponse(cards=[]))
+
+    pkey = patient_hash(s.log_salt, fhir_server, patient_id)
+    cache_key = f"snap:{hashlib.sha256(deps.knowledge.version.encode()).hexdigest()[:12]}:{pkey}"
+    snap, source, calls = await _load_snapshot(req, deps, fhir_server, cache_key, hook)
+    if not snap.patient.observations_available:
+        metrics.PREFETCH_412.labels(service=service.id).inc()
+        raise HookError(
+            412,
+            f"Required data unavailable: prefetch '{_OBS_KEY}' was not provided and the patient's genomic "
+            "Observations could not be read from fhirServer",
+            code="processing",
+        )
+
+    recs: list[Recommendation] = []
+    if hook == "patient-view":
+        recs = summarize_profile(deps.knowledge, snap.profile, snap.patient, settings=s)
+    else:
+        for order, _drugs in drug_orders:
+            for rec in evaluate_order(deps.knowledge, snap.profile, order, snap.patient, settings=s):
+                if rec.order_ref is None:
+                    rec.order_ref = order.reference
+                if rec.interruptive:
+                    recs.append(rec)
+    by_ref = {o.reference: o for o in orders if o.reference}
+    app_url = _app_url(s, req)
+    cards = build_cards(recs, hook_instance=req.hookInstance, patient_id=patient_id, orders=by_ref, app_url=app_url)
+    cards = await _dedupe(cards, hook, deps, pkey)
+    await _remember_rules(cards, deps)
+    for c in cards:
+        rule = (c.extension or {}).get("pgx-cds", {}).get("recommendation", {}).get("ruleId", "")
+        metrics.CARDS.labels(indicator=c.indicator, rule=rule).inc()
+    return Outcome(CdsResponse(cards=cards), patient_key=pkey, source=source, fhir_calls=calls, recommendations=recs)
+
+
+async def _remember_rules(cards: list[Card], deps: Deps) -> None:
+    """card uuid -> rule id, so feedback (which names only the card) can be counted per rule."""
+    for card in cards:
+        rule = (card.extension or {}).get("pgx-cds", {}).get("recommendation", {}).get("ruleId")
+        if card.uuid and rule:
+            await deps.kv.set(card_rule_key(card.uuid), rule.encode(), 30 * 24 * 3600)
+
+
+def _app_url(s: Settings, req: HookRequest) -> str | None:
+    base = s.public_base_url
+    if not base:
+        return None
+    return base.rstrip("/") + s.smart_app_path + "/launch"
+
+
+def now_ms() -> float:
+    return time.perf_counter() * 1000

@@ -1,0 +1,136 @@
+"""CDS Hooks HTTP endpoints: discovery, service calls, feedback. Thin: parse, authenticate, delegate."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from service.auth.jwt import AuthError, Principal
+from service.hooks.discovery import SERVICES, discovery
+from service.hooks.errors import HookError, error_response
+from service.hooks.pipeline import run_hook
+from service.hooks.schemas import FeedbackRequest, HookRequest
+from service.observability import metrics
+
+log = structlog.get_logger("pgx_cds.hooks")
+router = APIRouter()
+
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _called_url(request: Request) -> str:
+    base = request.app.state.settings.public_base_url
+    if base:
+        return base.rstrip("/") + request.url.path
+    return str(request.url.replace(query=None, fragment=None))
+
+
+async def authenticate(request: Request) -> Principal | None:
+    """None in dev mode (no issuers configured); otherwise a verified Principal or HookError(401)."""
+    state = request.app.state
+    if state.settings.dev_mode:
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        metrics.AUTH_FAILURES.labels(reason="missing").inc()
+        raise HookError(401, "Unauthorized", code="login")
+    try:
+        return await state.verifier.verify(token.strip(), _called_url(request))
+    except AuthError:
+        raise HookError(401, "Unauthorized", code="login") from None
+
+
+def _field_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def _json_body(request: Request) -> Any:
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() not in ("application/json", "application/fhir+json"):
+        raise HookError(415, "Content-Type must be application/json", code="not-supported")
+    limit = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HookError(413, f"Request body larger than {limit} bytes", code="too-costly")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HookError(413, f"Request body larger than {limit} bytes", code="too-costly")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise HookError(400, "Request body is not valid JSON", code="structure") from None
+
+
+@router.get("/cds-services")
+async def get_discovery(request: Request) -> Response:
+    await authenticate(request)
+    return Response(request.app.state.discovery_json, media_type="application/json")
+
+
+@router.post("/cds-services/{service_id}")
+async def call_service(service_id: str, request: Request) -> Response:
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise HookError(404, f"Unknown CDS service '{service_id}'", code="not-found")
+    principal = await authenticate(request)
+    raw = await _json_body(request)
+    if not isinstance(raw, dict):
+        raise HookError(400, "Request body must be a JSON object", code="structure")
+    for required in ("hook", "hookInstance", "context"):
+        if required not in raw:
+            raise HookError(400, f"Missing required field '{required}'", code="required")
+    if raw.get("hook") != service.hook:
+        raise HookError(400, f"Field 'hook' is '{raw.get('hook')}' but service '{service_id}' serves '{service.hook}'")
+    if raw.get("fhirAuthorization") is not None and not raw.get("fhirServer"):
+        raise HookError(400, "Field 'fhirAuthorization' requires 'fhirServer' (cds-r-1)", code="required")
+    try:
+        req = HookRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise HookError(400, "Invalid request: " + _field_errors(exc), code="structure") from None
+    started = time.perf_counter()
+    outcome = await run_hook(service, req, request.app.state.deps, principal)
+    log.info(
+        "hook_evaluated",
+        service=service_id,
+        hook_instance=req.hookInstance,
+        patient_hash=outcome.patient_key,
+        cards=len(outcome.response.cards),
+        source=outcome.source,
+        fhir_calls=outcome.fhir_calls,
+        ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return Response(
+        outcome.response.model_dump_json(exclude_none=True).encode(), media_type="application/json"
+    )
+
+
+@router.post("/cds-services/{service_id}/feedback")
+async def post_feedback(service_id: str, request: Request) -> Response:
+    if service_id not in SERVICES:
+        raise HookError(404, f"Unknown CDS service '{service_id}'", code="not-found")
+    principal = await authenticate(request)
+    raw = await _json_body(request)
+    try:
+        fb = FeedbackRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise HookError(400, "Invalid feedback: " + _field_errors(exc), code="structure") from None
+    stored = await request.app.state.feedback.store(service_id, fb, issuer=principal.iss if principal else None)
+    log.info("feedback_stored", service=service_id, items=stored)
+    return json_response({"stored": stored})

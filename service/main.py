@@ -1,0 +1,172 @@
+"""The FastAPI application: wiring only (settings, knowledge, stores, clients, routers, middleware)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+import httpx
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import __version__
+from service.auth.jwt import JwtVerifier
+from service.cache.store import make_kv
+from service.config import Settings, get_settings
+from service.feedback.store import FeedbackStore
+from service.fhir.client import FhirClient
+from service.hooks.discovery import discovery
+from service.hooks.errors import HookError, error_response
+from service.hooks.pipeline import Deps
+from service.hooks.router import router as hooks_router
+from service.observability import metrics
+from service.observability.logging import configure_logging
+from service.pgx.knowledge import load_knowledge
+
+log = structlog.get_logger("pgx_cds")
+
+
+class _Observe:
+    """ASGI middleware: request id, latency histogram per service and status, one access log line."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+        request_id = uuid.uuid4().hex[:16]
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def _send(message):
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            path = scope.get("path", "")
+            parts = path.strip("/").split("/")
+            service = parts[1] if len(parts) >= 2 and parts[0] == "cds-services" else (parts[0] or "root")
+            if len(parts) == 3 and parts[2] == "feedback":
+                service += "/feedback"
+            elapsed = time.perf_counter() - started
+            metrics.REQUEST_LATENCY.labels(service=service[:64], status=str(status_holder["status"])).observe(elapsed)
+            if path not in ("/healthz", "/readyz", "/metrics"):
+                log.info(
+                    "request",
+                    method=scope.get("method"),
+                    route=service[:64],
+                    status=status_holder["status"],
+                    ms=round(elapsed * 1000, 2),
+                )
+            structlog.contextvars.clear_contextvars()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    knowledge = load_knowledge(settings.knowledge_dir)
+    kv = make_kv(settings.redis_url, timeout_ms=settings.redis_timeout_ms, max_entries=settings.cache.max_entries)
+    fhir = FhirClient(settings)
+    jwks_http = httpx.AsyncClient(timeout=2.0, follow_redirects=False)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.dev_mode:
+            log.warning(
+                "DEV_MODE_UNAUTHENTICATED",
+                message="No issuers configured: every caller is trusted. Bind to loopback only; "
+                "configure PGX_CDS_ISSUERS for anything else.",
+            )
+        log.info("started", version=__version__, knowledge=knowledge.version, cache=kv.backend)
+        yield
+        await fhir.aclose()
+        await jwks_http.aclose()
+        await kv.close()
+
+    app = FastAPI(
+        title="pgx-cds",
+        version=__version__,
+        description="Pharmacogenomics CDS Hooks 2.0 service applying CPIC guidelines",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.knowledge = knowledge
+    app.state.kv = kv
+    app.state.fhir = fhir
+    app.state.verifier = JwtVerifier(settings, kv, jwks_http)
+    app.state.feedback = FeedbackStore(kv, settings.feedback_file)
+    app.state.deps = Deps(settings=settings, knowledge=knowledge, fhir=fhir, kv=kv)
+    app.state.discovery_json = discovery().model_dump_json(exclude_none=True).encode()
+
+    @app.exception_handler(HookError)
+    async def _hook_error(_request: Request, exc: HookError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error_response(exc.status, exc.message, exc.code, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, "Invalid request", "structure")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), "processing")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled_error", error=type(exc).__name__)
+        return error_response(500, "Internal error; the request was not evaluated", "exception")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        checks = {"knowledge": knowledge.version}
+        ok = True
+        if settings.redis_url:
+            up = await kv.ping()
+            checks["redis"] = "up" if up else "down"
+            ok = up
+        return Response(orjson.dumps({"status": "ok" if ok else "unavailable", **checks}),
+                        status_code=200 if ok else 503, media_type="application/json")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        body, ctype = metrics.render()
+        return Response(body, media_type=ctype)
+
+    app.include_router(hooks_router)
+    try:
+        from service.smart.router import router as smart_router
+    except ImportError:  # the SMART app is optional at import time
+        smart_router = None
+    if smart_router is not None:
+        app.include_router(smart_router, prefix=settings.smart_app_path)
+
+    origins = settings.cors_origins or (["*"] if settings.dev_mode or settings.profile == "dev" else [])
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials="*" not in origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(_Observe)
+    return app

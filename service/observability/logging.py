@@ -1,0 +1,49 @@
+"""structlog JSON logs that are safe for genomic data.
+
+Rules (tested by scanning the e2e suite's log output): patient ids appear only as salted hashes
+(`patient_hash`); no tokens, JWTs, diplotypes or names. Call sites pass only safe fields; the
+`_scrub` processor is a second line of defence that drops keys that must never be logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+
+import structlog
+
+_FORBIDDEN_KEYS = {"token", "access_token", "authorization", "jwt", "patient_id", "patient", "diplotype", "name"}
+
+
+def _scrub(_logger, _method, event_dict):
+    for key in list(event_dict):
+        if key.lower() in _FORBIDDEN_KEYS:
+            event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def patient_hash(salt: str, fhir_server: str | None, patient_id: str) -> str:
+    """A salted, non-reversible patient key for logs and cache keys."""
+    digest = hashlib.sha256(f"{salt}\x00{fhir_server or ''}\x00{patient_id}".encode()).hexdigest()
+    return digest[:24]
+
+
+def configure_logging(level: str = "info", stream=None) -> None:
+    lvl = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(format="%(message)s", stream=stream or sys.stdout, level=lvl, force=True)
+    for noisy in ("uvicorn.access", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _scrub,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stdout),
+        cache_logger_on_first_use=False,
+    )

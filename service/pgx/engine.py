@@ -1,0 +1,607 @@
+"""The recommendation engine: (knowledge, genomic profile, order, patient) -> list[Recommendation].
+
+For every CPIC drug recognised in the order and every guideline covering it, the engine builds the
+lookup key (activity score, phenotype or allele status per gene; "No Result" for a gene without a
+result), chooses the population from the record, matches the guideline's rules (indexed at load) and
+fills a :class:`Recommendation` with the evidence trail. Without any result for the guideline's
+genes it emits a pre-test recommendation instead (configurable per drug).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+
+from service.config import Settings
+from service.fhir.models import DraftOrder, PatientData
+from service.pgx import warfarin as _warfarin
+from service.pgx.drugs import medication_request_drugs, recognise
+from service.pgx.guidelines import DEFAULT_INDICATOR, INDETERMINATE, NO_RESULT, Guideline, Population
+from service.pgx.knowledge import CompiledRule, Knowledge
+from service.pgx.models import (
+    Action,
+    Alternative,
+    DoseAdjustment,
+    DrugRef,
+    GeneEvidence,
+    GeneResult,
+    GenomicProfile,
+    Recommendation,
+)
+
+SNOMED = "http://snomed.info/sct"
+_INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
+_ACTION_RANK = {a: i for i, a in enumerate([
+    Action.avoid, Action.consider_alternative, Action.alternative_or_reduced_dose, Action.reduce_dose,
+    Action.increase_dose, Action.adjust_dose_tdm, Action.test_before_prescribing,
+    Action.standard_dosing_with_caution, Action.no_recommendation, Action.standard_dosing,
+])}
+_STRENGTH_RANK = {"Strong": 0, "Moderate": 1, "Optional": 2, "No recommendation": 3}
+_NOT_ACTIONABLE = {Action.standard_dosing, Action.no_recommendation}
+_INACTIVE_MED = {"draft", "entered-in-error", "cancelled", "stopped", "completed", "revoked"}
+
+# Activity scores a phenotype-only result can stand for (CPIC ranges; used when the lab gave no AS)
+_AS_BY_PHENOTYPE: dict[str, dict[str, list[str]]] = {
+    "CYP2D6": {
+        "Poor Metabolizer": ["0.0"],
+        "Intermediate Metabolizer": ["0.25", "0.5", "0.75", "1.0"],
+        "Normal Metabolizer": ["1.25", "1.5", "1.75", "2.0", "2.25"],
+        "Ultrarapid Metabolizer": ["2.5", "2.75", "3.0", "≥3.0"],
+    },
+    "CYP2C9": {"Poor Metabolizer": ["0.0", "0.5"], "Intermediate Metabolizer": ["1.0", "1.5"], "Normal Metabolizer": ["2.0"]},
+    "DPYD": {"Poor Metabolizer": ["0.0", "0.5"], "Intermediate Metabolizer": ["1.0", "1.5"], "Normal Metabolizer": ["2.0"]},
+}
+
+
+@dataclass
+class _GeneKey:
+    """The lookup value(s) of one gene for one guideline, and what we know about it."""
+
+    gene: str
+    values: list[str]  # candidate lookup values (several only for HLA statuses or AS-from-phenotype)
+    result: GeneResult | None
+    ambiguous: bool = False  # values are alternatives we could not choose between
+    notes: list[str] = field(default_factory=list)
+    indeterminate_reason: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def evaluate_order(
+    k: Knowledge,
+    profile: GenomicProfile,
+    order: DraftOrder,
+    patient: PatientData,
+    *,
+    settings: Settings,
+    today: date | None = None,
+) -> list[Recommendation]:
+    """Recommendations for one draft order (one per recognised drug and guideline; none if not CPIC)."""
+    today = today or datetime.now(timezone.utc).date()
+    out: list[Recommendation] = []
+    for drug in recognise(k, order):
+        for g in k.guidelines_for_drug(drug.name):
+            rec = _evaluate(k, g, drug, profile, patient, order, settings, today)
+            if rec is not None:
+                out.append(rec)
+    return out
+
+
+def summarize_profile(
+    k: Knowledge,
+    profile: GenomicProfile,
+    patient: PatientData,
+    *,
+    settings: Settings,
+    today: date | None = None,
+) -> list[Recommendation]:
+    """Patient view: for each gene result, every drug with a non-standard recommendation, most severe first."""
+    today = today or datetime.now(timezone.utc).date()
+    seen: set[tuple[str, str]] = set()
+    out: list[Recommendation] = []
+    for gene in profile.genes:
+        for g in k.by_gene.get(gene, []):
+            for d in g.drugs:
+                if (g.id, d.name) in seen:
+                    continue
+                seen.add((g.id, d.name))
+                rec = _evaluate(k, g, DrugRef(name=d.name, rxnorm=d.rxnorm), profile, patient, None, settings, today,
+                                pretest=False)
+                if rec is not None and rec.action not in _NOT_ACTIONABLE:
+                    out.append(rec)
+    out.sort(key=severity_key)
+    return out
+
+
+def severity_key(r: Recommendation) -> tuple[int, int, int, str, str]:
+    """Sort key: critical first, then by action and CPIC strength, then drug name."""
+    return (_INDICATOR_RANK.get(r.indicator, 3), _ACTION_RANK.get(r.action, 99),
+            _STRENGTH_RANK.get(r.strength, 9), r.drug.name, r.guideline_id)
+
+
+# --------------------------------------------------------------------------------------------
+# One drug x guideline
+
+
+def _evaluate(
+    k: Knowledge,
+    g: Guideline,
+    drug: DrugRef,
+    profile: GenomicProfile,
+    patient: PatientData,
+    order: DraftOrder | None,
+    settings: Settings,
+    today: date,
+    *,
+    pretest: bool = True,
+) -> Recommendation | None:
+    results = {gene: profile.get(gene) for gene in g.genes}
+    if all(r is None for r in results.values()):
+        if not pretest:
+            return None
+        return _no_result(k, g, drug, profile, patient, order, settings)
+    pop, pop_note = select_population(k, g, drug, patient, order, today)
+    pop_id = pop.id if pop else None
+    if g.algorithm == "warfarin":
+        return _warfarin_rec(k, g, drug, results, patient, order, settings, today, pop, pop_note)
+    keys = [_gene_key(k, g, gene, results[gene]) for gene in g.genes]
+    rule, ambiguity_note = _match(k, g, pop_id, drug.name, keys)
+    notes = _gene_notes(keys, profile)
+    if ambiguity_note:
+        notes.append(ambiguity_note)
+    if pop_note:
+        notes.append(pop_note)
+    if rule is not None and rule.full_id in settings.disabled_rules:
+        return None
+    if rule is None:
+        return _unmatched(k, g, drug, keys, notes, order, pop, pop_note)
+    r = rule.rule
+    primary = next((key for key in keys if key.result is not None), keys[0])
+    summary = _fill(r.summary, drug, primary)
+    detail = _fill(r.detail, drug, primary)
+    notes += list(r.notes) + list(g.notes)
+    indicator = settings.indicator_overrides.get(rule.full_id) or r.effective_indicator
+    return Recommendation(
+        drug=drug,
+        order_ref=_order_ref(order),
+        guideline_id=g.id,
+        guideline_name=g.name,
+        guideline_url=g.url,
+        publication=g.publication,
+        rule_id=rule.full_id,
+        action=r.action,
+        strength=r.strength,
+        indicator=indicator,
+        summary=summary,
+        detail=detail,
+        population=pop.label if pop else None,
+        population_note=pop_note,
+        genes=[_evidence(key) for key in keys],
+        alternatives=[Alternative(name=a.name, rxnorm=a.rxnorm, recommended=a.recommended) for a in r.alternatives if a.rxnorm],
+        dose=DoseAdjustment(factor=r.dose.factor, max_daily_mg=r.dose.max_daily_mg, text=r.dose.text) if r.dose else None,
+        notes=_dedupe(notes),
+        knowledge_version=k.version,
+        interruptive=r.action not in (Action.standard_dosing, Action.no_recommendation),
+    )
+
+
+def _order_ref(order: DraftOrder | None) -> str | None:
+    if order is None:
+        return None
+    return order.reference or (f"{order.resource_type}/{order.id}" if order.id else None)
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(x for x in items if x))
+
+
+# --------------------------------------------------------------------------------------------
+# Lookup keys
+
+
+def _gene_key(k: Knowledge, g: Guideline, gene: str, result: GeneResult | None) -> _GeneKey:
+    if result is None:
+        return _GeneKey(gene, [NO_RESULT], None)
+    call = result.call
+    method = g.lookup[gene]
+    if call is None:
+        if result.reported_phenotype and method == "phenotype":
+            return _GeneKey(gene, [result.reported_phenotype], result,
+                            notes=[f"{gene}: phenotype as reported by the lab (not re-derived)"])
+        return _GeneKey(gene, [INDETERMINATE], result,
+                        indeterminate_reason=f"{gene} result could not be interpreted")
+    if call.phenotype == INDETERMINATE:
+        return _GeneKey(gene, [INDETERMINATE], result, indeterminate_reason=call.reason or f"{gene} result is indeterminate")
+    if method == "activity_score":
+        if call.activity_score and call.activity_score not in ("n/a", ""):
+            return _GeneKey(gene, [call.activity_score], result)
+        cands = _as_candidates(k, gene, call.phenotype)
+        if not cands:
+            return _GeneKey(gene, [INDETERMINATE], result,
+                            indeterminate_reason=f"{gene}: no activity score and phenotype {call.phenotype!r} cannot be mapped to one")
+        return _GeneKey(gene, cands, result, ambiguous=len(cands) > 1,
+                        notes=[f"{gene}: no activity score reported; matched on phenotype {call.phenotype}"])
+    if method == "allele_status":
+        if not call.allele_status:
+            return _GeneKey(gene, [INDETERMINATE], result, indeterminate_reason=f"{gene}: allele status not available")
+        return _GeneKey(gene, list(call.allele_status), result)
+    return _GeneKey(gene, [call.phenotype], result)
+
+
+def _as_candidates(k: Knowledge, gene: str, phenotype: str) -> list[str]:
+    gdef = k.genes.get(gene)
+    fn = getattr(gdef, "activity_scores_for", None)
+    if callable(fn):
+        try:
+            vals = list(fn(phenotype))
+            if vals:
+                return vals
+        except Exception:  # noqa: BLE001 - fall back to the CPIC ranges below
+            pass
+    return list(_AS_BY_PHENOTYPE.get(gene, {}).get(phenotype, []))
+
+
+def _match(k: Knowledge, g: Guideline, pop: str | None, drug: str, keys: list[_GeneKey]) -> tuple[CompiledRule | None, str | None]:
+    rules = k.rules_for(g.id, pop, drug)
+    if not rules:
+        return None, None
+    # non-ambiguous genes: any candidate may match (HLA statuses); ambiguous: try every alternative
+    alt_axes = [key.values if key.ambiguous else [None] for key in keys]
+    hits: list[CompiledRule] = []
+    for combo in itertools.product(*alt_axes):
+        values = {key.gene: ([c] if c is not None else key.values) for key, c in zip(keys, combo)}
+        rule = next((cr for cr in rules if _rule_matches(cr, values)), None)
+        if rule is not None and rule not in hits:
+            hits.append(rule)
+    if not hits:
+        return None, None
+    if len(hits) == 1:
+        return hits[0], None
+    hits.sort(key=lambda cr: (_INDICATOR_RANK[cr.rule.effective_indicator], _ACTION_RANK.get(cr.rule.action, 99),
+                              _STRENGTH_RANK.get(cr.rule.strength, 9)))
+    return hits[0], (
+        "The recommendation differs between activity scores within this phenotype "
+        f"({', '.join(h.rule.id for h in hits)}); the most cautious one is shown. An activity score would settle it."
+    )
+
+
+def _rule_matches(cr: CompiledRule, values: Mapping[str, list[str]]) -> bool:
+    for gene, matcher in cr.matchers:
+        if not any(matcher.matches(v) for v in values.get(gene, [NO_RESULT])):
+            return False
+    return True
+
+
+def _gene_notes(keys: list[_GeneKey], profile: GenomicProfile) -> list[str]:
+    notes: list[str] = []
+    for key in keys:
+        r = key.result
+        if key.indeterminate_reason:
+            notes.append(f"{key.gene} indeterminate: {key.indeterminate_reason}")
+        notes += key.notes
+        if r is None:
+            unread = [u for u in profile.unreadable if u.gene == key.gene]
+            if unread:
+                notes.append(f"A {key.gene} result is on file but could not be read ({unread[0].reason}).")
+            continue
+        if r.status and r.status not in ("final", "amended", "corrected"):
+            notes.append(f"{key.gene} result status is {r.status}")
+        notes += [f"{key.gene}: {n}" for n in r.notes]
+        if r.conflicts_with:
+            notes.append(f"{key.gene}: conflicts with {', '.join(r.conflicts_with)}")
+    return notes
+
+
+def _evidence(key: _GeneKey) -> GeneEvidence:
+    r = key.result
+    if r is None:
+        return GeneEvidence(gene=key.gene, phenotype=NO_RESULT)
+    call = r.call
+    return GeneEvidence(
+        gene=key.gene,
+        diplotype=(call.diplotype if call and call.diplotype else r.diplotype),
+        phenotype=call.phenotype if call else (r.reported_phenotype or INDETERMINATE),
+        activityScore=call.activity_score if call else None,
+        alleleStatus=", ".join(call.allele_status) if call and call.allele_status else None,
+        observation=r.observation,
+        effective=r.effective.isoformat() if r.effective else None,
+        derivation=call.method if call and call.method else None,
+    )
+
+
+class _SafeDict(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _fill(text: str, drug: DrugRef, key: _GeneKey) -> str:
+    call = key.result.call if key.result else None
+    values = _SafeDict(
+        drug=drug.name,
+        gene=key.gene,
+        phenotype=(call.phenotype if call else (key.result.reported_phenotype if key.result else None)) or NO_RESULT,
+        activity_score=(call.activity_score if call else None) or "n/a",
+        diplotype=(call.diplotype if call else None) or (key.result.diplotype if key.result else None) or "unknown",
+    )
+    try:
+        return text.format_map(values)
+    except (ValueError, IndexError):
+        return text
+
+
+# --------------------------------------------------------------------------------------------
+# No rule / no result
+
+
+def _unmatched(k: Knowledge, g: Guideline, drug: DrugRef, keys: list[_GeneKey], notes: list[str],
+               order: DraftOrder | None, pop: Population | None, pop_note: str | None) -> Recommendation:
+    indet = [key for key in keys if INDETERMINATE in key.values]
+    if indet:
+        why = "; ".join(key.indeterminate_reason or f"{key.gene} indeterminate" for key in indet)
+        summary = f"{'/'.join(key.gene for key in indet)} result could not be interpreted: no genotype-guided advice for {drug.name}"
+        detail = (f"The {', '.join(key.gene for key in indet)} result on file could not be turned into a CPIC phenotype "
+                  f"({why}), so the {g.name} cannot be applied. Review the report or consider re-testing.")
+        rule_id = f"{g.id}/indeterminate"
+    else:
+        missing = [key.gene for key in keys if key.result is None]
+        label = ", ".join(f"{key.gene} {key.values[0]}" for key in keys)
+        summary = (f"No CPIC recommendation for {drug.name} with {label}"
+                   if not missing else f"No {'/'.join(missing)} result: CPIC advice for {drug.name} incomplete")
+        detail = (f"The {g.name} has no recommendation for this combination ({label}). "
+                  + (f"A {' and '.join(missing)} result would allow a full assessment. " if missing else ""))
+        rule_id = f"{g.id}/no-rule"
+    return Recommendation(
+        drug=drug, order_ref=_order_ref(order), guideline_id=g.id, guideline_name=g.name, guideline_url=g.url,
+        publication=g.publication, rule_id=rule_id, action=Action.no_recommendation, strength="No recommendation",
+        indicator="info", summary=summary[:139], detail=detail, population=pop.label if pop else None,
+        population_note=pop_note, genes=[_evidence(key) for key in keys], notes=_dedupe(notes),
+        knowledge_version=k.version, interruptive=False,
+    )
+
+
+def _no_result(k: Knowledge, g: Guideline, drug: DrugRef, profile: GenomicProfile, patient: PatientData,
+               order: DraftOrder | None, settings: Settings) -> Recommendation | None:
+    genes = " or ".join(g.genes) if len(g.genes) <= 2 else ", ".join(g.genes[:-1]) + " or " + g.genes[-1]
+    unread = [u for u in profile.unreadable if u.gene in g.genes]
+    if unread or not patient.observations_available:
+        why = (f"a {unread[0].gene} result is on file but could not be read ({unread[0].reason})" if unread
+               else "genomic results could not be retrieved for this request")
+        return Recommendation(
+            drug=drug, order_ref=_order_ref(order), guideline_id=g.id, guideline_name=g.name, guideline_url=g.url,
+            publication=g.publication, rule_id=f"{g.id}/unavailable", action=Action.no_recommendation,
+            strength="No recommendation", indicator="info",
+            summary=f"{genes} status unknown: check results before {drug.name}"[:139],
+            detail=f"CPIC guidance for {drug.name} could not be checked: {why}.",
+            genes=[GeneEvidence(gene=gene, phenotype=NO_RESULT) for gene in g.genes],
+            notes=[why], knowledge_version=k.version, interruptive=False,
+        )
+    d = g.drug(drug.name)
+    mode = settings.pretest_cards.get(drug.name) or (d.pretest if d else "off")
+    if mode == "off":
+        return None
+    rule_id = f"{g.id}/pretest"
+    if rule_id in settings.disabled_rules:
+        return None
+    return Recommendation(
+        drug=drug, order_ref=_order_ref(order), guideline_id=g.id, guideline_name=g.name, guideline_url=g.url,
+        publication=g.publication, rule_id=rule_id, action=Action.test_before_prescribing,
+        strength="n/a", indicator=settings.indicator_overrides.get(rule_id) or mode,
+        summary=f"No {genes} result on file: consider testing before {drug.name}"[:139],
+        detail=(f"{drug.name.capitalize()} is covered by the {g.name}, which adjusts therapy by "
+                f"{' and '.join(g.genes)} genotype. No result for {' or '.join(g.genes)} was found in the record. "
+                "If treatment can wait for a result, consider ordering pharmacogenetic testing."),
+        genes=[GeneEvidence(gene=gene, phenotype=NO_RESULT) for gene in g.genes],
+        knowledge_version=k.version, interruptive=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Populations
+
+
+def select_population(k: Knowledge, g: Guideline, drug: DrugRef, patient: PatientData,
+                      order: DraftOrder | None, today: date) -> tuple[Population | None, str | None]:
+    """The population the record supports, else the primary one with a note saying so."""
+    if not g.populations:
+        return None, None
+    states = [(p, _population_state(k, p, drug, patient, order, today)) for p in g.populations]
+    chosen = [p for p, s in states if s is True]
+    if chosen:
+        note = None
+        if len(chosen) > 1:
+            note = f"Several populations fit the record ({', '.join(p.label for p in chosen)}); {chosen[0].label} used."
+        return chosen[0], note
+    open_ = [p for p, s in states if s is None]
+    if len(open_) == 1 and open_[0].match is None:
+        return open_[0], None  # the only population left (a default without selectors)
+    primary = g.primary_population
+    assert primary is not None
+    return primary, f"Population could not be determined from the record; {primary.label} assumed."
+
+
+def _population_state(k: Knowledge, p: Population, drug: DrugRef, patient: PatientData,
+                      order: DraftOrder | None, today: date) -> bool | None:
+    m = p.match
+    if m is None:
+        return None
+    states: list[bool | None] = []
+    if m.conditions:
+        codes = _patient_codes(patient, order)
+        hit = any(_code_matches(pat, codes) for pat in m.conditions)
+        states.append(True if hit else None)  # absence of a coded diagnosis proves nothing
+    if m.age is not None:
+        age = _warfarin.age_years(patient.birth_date, today)
+        if age is None:
+            states.append(None)
+        else:
+            ok = (m.age.min is None or age >= m.age.min) and (m.age.max is None or age <= m.age.max)
+            states.append(ok)
+    if m.medications:
+        meds = _current_med_codes(k, patient, order)
+        states.append(True if any(c in meds for c in m.medications) else (False if patient.medications is not None else None))
+    if m.drug_in_use is not None:
+        in_use, days = _drug_use(k, drug, patient, order, today)
+        if m.drug_in_use:
+            if not in_use:
+                states.append(False)
+            elif m.drug_in_use_days is None:
+                states.append(True)
+            else:
+                states.append(None if days is None else days >= m.drug_in_use_days)
+        else:
+            states.append(not in_use)
+    if any(s is False for s in states):
+        return False
+    if states and all(s is True for s in states):
+        return True
+    return None
+
+
+def _patient_codes(patient: PatientData, order: DraftOrder | None) -> set[tuple[str, str]]:
+    codes: set[tuple[str, str]] = set()
+    for c in patient.conditions:
+        if not isinstance(c, dict) or not _condition_active(c):
+            continue
+        for coding in (c.get("code") or {}).get("coding") or []:
+            if isinstance(coding, dict) and coding.get("system") and coding.get("code"):
+                codes.add((str(coding["system"]), str(coding["code"])))
+    if order is not None:
+        for rc in order.reason_codes:
+            if rc.system and rc.code:
+                codes.add((rc.system, rc.code))
+    return codes
+
+
+def _condition_active(c: dict[str, Any]) -> bool:
+    for field_, bad in (("clinicalStatus", {"inactive", "resolved", "remission"}),
+                        ("verificationStatus", {"refuted", "entered-in-error"})):
+        cc = c.get(field_) or {}
+        for coding in cc.get("coding") or [] if isinstance(cc, dict) else []:
+            if isinstance(coding, dict) and coding.get("code") in bad:
+                return False
+    return True
+
+
+def _code_matches(pattern: str, codes: set[tuple[str, str]]) -> bool:
+    system, _, code = pattern.partition("|")
+    for s, c in codes:
+        if s != system:
+            continue
+        if c == code or (system != SNOMED and c.startswith(code)):
+            return True
+    return False
+
+
+def _active_meds(patient: PatientData, order: DraftOrder | None) -> list[dict[str, Any]]:
+    out = []
+    for m in patient.medications:
+        if not isinstance(m, dict) or m.get("status") in _INACTIVE_MED:
+            continue
+        if order is not None and order.id and m.get("id") == order.id:
+            continue
+        out.append(m)
+    return out
+
+
+def _current_med_codes(k: Knowledge, patient: PatientData, order: DraftOrder | None) -> set[str]:
+    codes: set[str] = set()
+    for m in _active_meds(patient, order):
+        cc = m.get("medicationCodeableConcept") or {}
+        for coding in cc.get("coding") or [] if isinstance(cc, dict) else []:
+            if isinstance(coding, dict) and coding.get("code"):
+                codes.add(str(coding["code"]))
+        codes.update(ref.rxnorm for ref in medication_request_drugs(k.drug_index, m))
+    return codes
+
+
+def _drug_use(k: Knowledge, drug: DrugRef, patient: PatientData, order: DraftOrder | None,
+              today: date) -> tuple[bool, int | None]:
+    """Is the drug already an active medication, and since how many days (None if unknown)?"""
+    best: int | None = None
+    found = False
+    for m in _active_meds(patient, order):
+        if drug.name not in {r.name for r in medication_request_drugs(k.drug_index, m)}:
+            continue
+        found = True
+        authored = m.get("authoredOn") or ((m.get("dispenseRequest") or {}).get("validityPeriod") or {}).get("start")
+        if isinstance(authored, str) and len(authored) >= 10:
+            try:
+                days = (today - date.fromisoformat(authored[:10])).days
+            except ValueError:
+                continue
+            best = days if best is None else max(best, days)
+    return found, best
+
+
+# --------------------------------------------------------------------------------------------
+# Warfarin
+
+
+def _warfarin_rec(k: Knowledge, g: Guideline, drug: DrugRef, results: dict[str, GeneResult | None],
+                  patient: PatientData, order: DraftOrder | None, settings: Settings, today: date,
+                  pop: Population | None, pop_note: str | None) -> Recommendation | None:
+    def diplo(gene: str) -> str | None:
+        r = results.get(gene)
+        if r is None:
+            return None
+        if r.call is not None and r.call.phenotype == INDETERMINATE:
+            return None
+        return (r.call.diplotype if r.call and r.call.diplotype else None) or r.diplotype
+
+    meds = _current_med_codes(k, patient, order)
+    if order is not None:
+        meds |= {c.code for c in order.codes if c.code}
+    vk_r = results.get("VKORC1")
+    vk_text = diplo("VKORC1") or (vk_r.call.phenotype if vk_r and vk_r.call else None)
+    inp = _warfarin.WarfarinInputs(
+        age_years=_warfarin.age_years(patient.birth_date, today),
+        height_cm=patient.height_cm,
+        weight_kg=patient.weight_kg,
+        vkorc1=_warfarin.vkorc1_genotype(vk_text),
+        cyp2c9=diplo("CYP2C9"),
+        cyp4f2=diplo("CYP4F2"),
+        amiodarone=bool(meds & _warfarin.AMIODARONE),
+        enzyme_inducer=bool(meds & set(_warfarin.ENZYME_INDUCERS)),
+    )
+    res = _warfarin.recommend(inp)
+    keys = [_GeneKey(gene, [NO_RESULT if results[gene] is None else "-"], results[gene]) for gene in g.genes]
+    notes = _gene_notes(keys, GenomicProfile(patient_id=patient.patient_id)) + res.notes + list(g.notes)
+    if inp.vkorc1 is None and results.get("VKORC1") is not None:
+        notes.append("VKORC1 genotype could not be read as -1639 G>A (rs9923231); treated as unknown")
+    if pop_note:
+        notes.append(pop_note)
+    action = Action.reduce_dose if res.lower_than_usual else Action.standard_dosing
+    if res.method == "iwpc":
+        rule = "iwpc-algorithm"
+        summary = f"Warfarin: genotype-guided dose about {res.weekly_dose_mg:.1f} mg/week (IWPC algorithm)"
+    elif res.method == "label-table":
+        rule = "label-table"
+        summary = f"Warfarin: expected dose {res.label_range_mg_day} mg/day for this genotype"
+    else:
+        rule = "genotype-guidance"
+        summary = ("Warfarin: variant(s) predict a lower dose; use a pharmacogenetic algorithm"
+                   if res.lower_than_usual else "Warfarin: use a pharmacogenetic dosing algorithm")
+    rule_id = f"{g.id}/{rule}"
+    if rule_id in settings.disabled_rules:
+        return None
+    if res.method == "iwpc" or res.method == "label-table":
+        if not res.lower_than_usual:
+            action = Action.standard_dosing
+    dose = None
+    if res.weekly_dose_mg is not None:
+        dose = DoseAdjustment(text=f"about {res.weekly_dose_mg:.1f} mg/week ({res.daily_dose_mg:.1f} mg/day)")
+    elif res.label_range_mg_day:
+        dose = DoseAdjustment(text=f"{res.label_range_mg_day} mg/day")
+    indicator = settings.indicator_overrides.get(rule_id) or DEFAULT_INDICATOR[action]
+    return Recommendation(
+        drug=drug, order_ref=_order_ref(order), guideline_id=g.id, guideline_name=g.name, guideline_url=g.url,
+        publication=g.publication, rule_id=rule_id, action=action, strength="Strong", indicator=indicator,
+        summary=summary, detail=res.text, population=pop.label if pop else None, population_note=pop_note,
+        genes=[_evidence(key) for key in keys], dose=dose, notes=_dedupe(notes), knowledge_version=k.version,
+        interruptive=action != Action.standard_dosing,
+    )

@@ -1,0 +1,357 @@
+"""The knowledge base: gene files + guideline files + precomputed indexes, loaded once at start-up.
+
+`load_knowledge(dir)` returns a :class:`Knowledge` or raises :class:`KnowledgeError` listing every
+problem; `check_knowledge(dir)` returns the problems (for `pgx-cds knowledge check`), including
+cross-file checks: genes exist, `when` values are producible by the gene file, every value the gene
+can produce is covered by a rule for every drug and population, citations, summary length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.pgx.drugs import DrugIndex, build_index
+from service.pgx.guidelines import (
+    ANY,
+    INDETERMINATE,
+    NO_RESULT,
+    SUMMARY_MAX,
+    Guideline,
+    GuidelineFileError,
+    LoadedGuideline,
+    Rule,
+    ValueMatcher,
+    as_number,
+    compile_values,
+    load_guideline,
+)
+
+KNOWLEDGE_RELEASE = "2026.11"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in the knowledge files. `severity` is "error" (load fails) or "warning"."""
+
+    file: str
+    line: int | None
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.severity}: {self.message}"
+
+
+class KnowledgeError(Exception):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("knowledge base has problems:\n" + "\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A rule ready for matching: per gene a ValueMatcher."""
+
+    guideline_id: str
+    rule: Rule
+    full_id: str
+    matchers: tuple[tuple[str, ValueMatcher], ...]
+
+    def matches(self, key: dict[str, str]) -> bool:
+        return all(m.matches(key.get(gene, NO_RESULT)) for gene, m in self.matchers)
+
+
+@dataclass
+class Knowledge:
+    """Everything clinical the engine needs, with indexes built at load."""
+
+    genes: dict[str, Any]
+    guidelines: dict[str, Guideline]
+    drug_index: DrugIndex
+    version: str
+    files: dict[str, Path] = field(default_factory=dict)  # guideline id -> file
+    by_drug: dict[str, list[Guideline]] = field(default_factory=dict)  # drug name -> guidelines
+    by_gene: dict[str, list[Guideline]] = field(default_factory=dict)  # gene -> guidelines
+    rules: dict[tuple[str, str | None, str], list[CompiledRule]] = field(default_factory=dict)
+    # (guideline id, population id or None, drug name) -> rules in file order
+
+    def rules_for(self, guideline_id: str, population: str | None, drug: str) -> list[CompiledRule]:
+        return self.rules.get((guideline_id, population, drug), [])
+
+    def guidelines_for_drug(self, drug: str) -> list[Guideline]:
+        return self.by_drug.get(drug, [])
+
+
+# --------------------------------------------------------------------------------------------
+# Gene files (helper module `service.pgx.genes`)
+
+
+def _load_genes(genes_dir: Path) -> tuple[dict[str, Any], list[Problem]]:
+    """Load the gene files through `service.pgx.genes`; problems if that fails."""
+    if not genes_dir.is_dir():
+        return {}, [Problem(str(genes_dir), None, "genes/ directory is missing")]
+    try:
+        from service.pgx import genes as genes_mod
+    except ImportError:  # pragma: no cover - the module ships with the service
+        return {}, [Problem(str(genes_dir), None, "service.pgx.genes is not available")]
+    problems = [Problem(*_split_problem(p)) for p in genes_mod.check_genes(genes_dir)]
+    if problems:
+        return {}, problems
+    try:
+        return genes_mod.load_genes(genes_dir), []
+    except Exception as exc:  # noqa: BLE001 - reported as a problem, never a crash
+        return {}, [Problem(str(genes_dir), None, f"gene files could not be loaded: {exc}")]
+
+
+def _split_problem(p: Any) -> tuple[str, int | None, str]:
+    if isinstance(p, str):
+        head, sep, msg = p.partition(": ")
+        if sep and ":" in head:
+            f, _, ln = head.rpartition(":")
+            if ln.isdigit():
+                return f, int(ln), msg
+        return (head, None, msg) if sep else ("genes/", None, p)
+    return (getattr(p, "file", "genes/"), getattr(p, "line", None), getattr(p, "message", str(p)))
+
+
+def gene_value_space(gene_def: Any, method: str) -> set[str] | None:
+    """Every lookup value a gene file can produce for `method` (always including Indeterminate).
+
+    None when the gene definition does not say (then values are not checked).
+    """
+    fn = getattr(gene_def, "lookup_values", None)
+    if callable(fn):
+        vals = set(fn(method))
+        return vals | {INDETERMINATE}
+    if method == "phenotype":
+        vals = _attr_values(gene_def, ("possible_phenotypes", "phenotypes"))
+    elif method == "activity_score":
+        vals = _attr_values(gene_def, ("possible_activity_scores", "activity_scores"))
+    else:
+        vals = _attr_values(gene_def, ("possible_allele_statuses", "allele_statuses"))
+    if vals is None:
+        return None
+    return vals | {INDETERMINATE}
+
+
+def _attr_values(obj: Any, names: tuple[str, ...]) -> set[str] | None:
+    for n in names:
+        v = getattr(obj, n, None)
+        if callable(v):
+            v = v()
+        if v:
+            return {str(x) for x in (v.keys() if isinstance(v, dict) else v)}
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and checking
+
+
+def _guideline_files(dir_: Path) -> list[Path]:
+    gdir = dir_ / "guidelines"
+    return sorted(gdir.glob("*.yaml")) if gdir.is_dir() else []
+
+
+def _version(dir_: Path, files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted([*files, *sorted((dir_ / "genes").glob("*.yaml"))]):
+        h.update(p.relative_to(dir_).as_posix().encode())
+        h.update(b"\0")
+        h.update(p.read_bytes())
+    release = KNOWLEDGE_RELEASE
+    vfile = dir_ / "VERSION"
+    if vfile.is_file():
+        release = vfile.read_text(encoding="utf-8").strip() or release
+    return f"pgx-cds-knowledge {release} ({h.hexdigest()[:12]})"
+
+
+def _build(dir_: Path) -> tuple[Knowledge | None, list[Problem]]:
+    problems: list[Problem] = []
+    genes, gp = _load_genes(dir_ / "genes")
+    problems += gp
+    files = _guideline_files(dir_)
+    if not files:
+        problems.append(Problem(str(dir_ / "guidelines"), None, "no guideline files found"))
+    loaded: list[LoadedGuideline] = []
+    for path in files:
+        try:
+            lg = load_guideline(path)
+        except GuidelineFileError as exc:
+            problems += [Problem(_rel(dir_, path), ln, msg) for ln, msg in exc.problems]
+            continue
+        if lg.guideline.id != path.stem:
+            problems.append(Problem(_rel(dir_, path), lg.line("id"), f"id {lg.guideline.id!r} must equal the file name {path.stem!r}"))
+        loaded.append(lg)
+    # drugs may appear in several guidelines (e.g. sertraline) but must agree on the RxNorm code
+    rx: dict[str, tuple[str, str]] = {}
+    for lg in loaded:
+        for i, d in enumerate(lg.guideline.drugs):
+            prev = rx.setdefault(d.name, (d.rxnorm, lg.guideline.id))
+            if prev[0] != d.rxnorm:
+                problems.append(Problem(_rel(dir_, lg.path), lg.line("drugs", i, "rxnorm"),
+                                        f"drug {d.name}: RxNorm {d.rxnorm} differs from {prev[0]} in {prev[1]}"))
+    for lg in loaded:
+        problems += _cross_checks(dir_, lg, genes, bool(gp))
+    k = None
+    if not any(p.severity == "error" for p in problems):
+        k = _index(dir_, loaded, genes, files)
+    return k, problems
+
+
+def _rel(dir_: Path, path: Path) -> str:
+    try:
+        return path.relative_to(dir_.parent).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _cross_checks(dir_: Path, lg: LoadedGuideline, genes: dict[str, Any], genes_broken: bool) -> list[Problem]:
+    g = lg.guideline
+    f = _rel(dir_, lg.path)
+    out: list[Problem] = []
+    if "http" not in g.url or not g.publication.strip():
+        out.append(Problem(f, lg.line("publication"), "citation needs url and publication"))
+    spaces: dict[str, set[str] | None] = {}
+    for gene in g.genes:
+        if gene not in genes:
+            if not genes_broken:
+                out.append(Problem(f, lg.line("genes"), f"gene {gene} has no file in genes/"))
+            spaces[gene] = None
+        else:
+            spaces[gene] = gene_value_space(genes[gene], g.lookup[gene])
+    for i, r in enumerate(g.rules):
+        for gene, vals in r.when.items():
+            space = spaces.get(gene)
+            if space is None:
+                continue
+            for v in vals:
+                if v in (ANY, NO_RESULT, INDETERMINATE, "n/a"):
+                    continue
+                if g.lookup[gene] == "activity_score" and not v.startswith("≥"):
+                    continue  # numbers and ranges: checked through coverage
+                if v not in space:
+                    out.append(Problem(f, lg.line("rules", i, "when", gene),
+                                       f"rule {r.id}: {gene} value {v!r} cannot be produced by genes/{gene}.yaml"))
+        if len(r.summary) >= SUMMARY_MAX:
+            pass  # reported by the file loader
+    out += _coverage(f, lg, spaces)
+    return out
+
+
+def _coverage(f: str, lg: LoadedGuideline, spaces: dict[str, set[str] | None]) -> list[Problem]:
+    """Every producible key must be matched by exactly one rule per drug and population."""
+    g = lg.guideline
+    if g.algorithm and not g.rules:
+        return []
+    if any(spaces.get(gene) is None for gene in g.genes):
+        return []
+    out: list[Problem] = []
+    compiled = [(i, r, [(gene, compile_values(r.when[gene], g.lookup[gene])) for gene in g.genes]) for i, r in enumerate(g.rules)]
+    multi = len(g.genes) > 1
+    axes = []
+    for gene in g.genes:
+        vals = sorted(spaces[gene] or ())
+        axes.append(vals + ([NO_RESULT] if multi else []))
+    pops: list[str | None] = [p.id for p in g.populations] or [None]
+    for drug in g.drugs:
+        for pop in pops:
+            rules = [(i, r, ms) for i, r, ms in compiled if r.population == pop and (not r.drugs or drug.name in r.drugs)]
+            missing: list[str] = []
+            missing_nr: list[str] = []
+            for combo in itertools.product(*axes):
+                if multi and all(v == NO_RESULT for v in combo):
+                    continue  # no result at all: the pre-test card
+                key = dict(zip(g.genes, combo))
+                hits = [(i, r) for i, r, ms in rules if all(m.matches(key[gene]) for gene, m in ms)]
+                label = ", ".join(f"{gene}={v}" for gene, v in key.items())
+                if not hits:
+                    (missing_nr if NO_RESULT in combo else missing).append(label)
+                elif len(hits) > 1 and len({r.id for _, r in hits}) > 1:
+                    out.append(Problem(f, lg.line("rules", hits[1][0]),
+                                       f"{drug.name}{_pop(pop)}: {label} is matched by rules {', '.join(r.id for _, r in hits)} (first wins)",
+                                       "warning"))
+            if missing:
+                out.append(Problem(f, lg.line("rules"), f"{drug.name}{_pop(pop)}: no rule for {_short(missing)}"))
+            if missing_nr:
+                out.append(Problem(f, lg.line("rules"),
+                                   f"{drug.name}{_pop(pop)}: no rule when a gene has no result: {_short(missing_nr)}", "warning"))
+    return out
+
+
+def _pop(pop: str | None) -> str:
+    return f" [{pop}]" if pop else ""
+
+
+def _short(items: list[str], n: int = 6) -> str:
+    return "; ".join(items[:n]) + (f"; ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def _index(dir_: Path, loaded: list[LoadedGuideline], genes: dict[str, Any], files: list[Path]) -> Knowledge:
+    guidelines = {lg.guideline.id: lg.guideline for lg in loaded}
+    k = Knowledge(genes=genes, guidelines=guidelines, drug_index=build_index(guidelines.values()),
+                  version=_version(dir_, files), files={lg.guideline.id: lg.path for lg in loaded})
+    for g in guidelines.values():
+        for d in g.drugs:
+            k.by_drug.setdefault(d.name, []).append(g)
+        for gene in g.genes:
+            k.by_gene.setdefault(gene, []).append(g)
+        pops: list[str | None] = [p.id for p in g.populations] or [None]
+        for r in g.rules:
+            cr = CompiledRule(g.id, r, f"{g.id}/{r.id}",
+                              tuple((gene, compile_values(r.when[gene], g.lookup[gene])) for gene in g.genes))
+            for pop in pops:
+                if r.population not in (None, pop) and g.populations:
+                    continue
+                if r.population is not None and r.population != pop:
+                    continue
+                for d in g.drugs:
+                    if r.drugs and d.name not in r.drugs:
+                        continue
+                    k.rules.setdefault((g.id, pop, d.name), []).append(cr)
+    return k
+
+
+def load_knowledge(dir_: Path) -> Knowledge:
+    """Load and index the knowledge base; raises KnowledgeError when any error-level problem exists."""
+    k, problems = _build(Path(dir_))
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or k is None:
+        raise KnowledgeError(errors or problems)
+    return k
+
+
+def check_knowledge(dir_: Path) -> list[Problem]:
+    """All problems (errors and warnings) in the knowledge files; empty when everything is fine."""
+    return _build(Path(dir_))[1]
+
+
+def list_knowledge(k: Knowledge) -> list[dict[str, Any]]:
+    """One row per guideline-drug pair, for `pgx-cds knowledge list`."""
+    rows = []
+    for g in sorted(k.guidelines.values(), key=lambda x: x.id):
+        for d in g.drugs:
+            rows.append({
+                "guideline": g.id,
+                "drug": d.name,
+                "rxnorm": d.rxnorm,
+                "genes": list(g.genes),
+                "lookup": dict(g.lookup),
+                "populations": [p.id for p in g.populations],
+                "rules": sum(1 for r in g.rules if not r.drugs or d.name in r.drugs),
+                "pretest": d.pretest,
+                "source": g.source,
+                "version": g.version,
+                "url": g.url,
+            })
+    return rows
+
+
+def activity_number(value: str) -> float | None:
+    """Re-export for callers that sort activity scores."""
+    return as_number(value)

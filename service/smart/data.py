@@ -1,0 +1,140 @@
+"""Load one patient's PGx picture through the same engine the CDS Hooks cards use.
+
+patient data (service.fhir.patient_data) -> GenomicProfile (service.fhir.genomics) -> phenotypes
+(service.pgx.phenotype) -> recommendations for every affected drug (service.pgx.engine). Nothing here
+re-implements a clinical step, so the app and the cards cannot disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from service.fhir.models import PatientData
+from service.pgx.models import DrugRef, GenomicProfile, Recommendation
+from service.smart.oauth import SmartError
+
+log = structlog.get_logger("pgx_cds.smart")
+
+
+class TokenRejected(Exception):
+    """The FHIR server answered 401: the access token is expired or revoked."""
+
+
+@dataclass
+class LoadedProfile:
+    patient: PatientData
+    profile: GenomicProfile
+    recommendations: list[Recommendation]
+    patient_resource: dict[str, Any] | None
+
+
+def _engine() -> tuple[Any, Any, Any, Any, Any]:
+    """The engine functions, imported late so the app still starts (and says so) if one is missing."""
+    try:
+        from service.fhir.client import Budget, FhirError  # noqa: F401
+        from service.fhir.genomics import build_profile
+        from service.fhir.patient_data import load_patient_data
+        from service.pgx.engine import summarize_profile
+        from service.pgx.phenotype import annotate_profile
+    except ImportError as exc:
+        log.error("smart_engine_missing", module=getattr(exc, "name", None))
+        raise SmartError(
+            "engine_unavailable",
+            "The PGx engine is not available",
+            "This service is not fully installed. Please contact the team that runs PGx decision support.",
+            503,
+            relaunch=False,
+        ) from None
+    return load_patient_data, build_profile, annotate_profile, summarize_profile, Budget
+
+
+def _is_unauthorized(exc: BaseException) -> bool:
+    return getattr(exc, "kind", None) == "unauthorized" or getattr(exc, "status", None) == 401
+
+
+async def load_profile(state: Any, *, iss: str, patient_id: str, token: str, budget_s: float) -> LoadedProfile:
+    """Read and evaluate everything for the page. Raises TokenRejected on a FHIR 401, SmartError otherwise."""
+    load_patient_data, build_profile, annotate_profile, summarize_profile, Budget = _engine()
+    from service.fhir.client import FhirError
+
+    settings = state.settings
+    knowledge = state.knowledge
+    fhir = state.fhir
+
+    async def _patient_resource() -> dict[str, Any] | None:
+        try:
+            return await fhir.read(iss, f"Patient/{patient_id}", token, budget=Budget(budget_s))
+        except FhirError as exc:
+            if _is_unauthorized(exc):
+                raise TokenRejected() from None
+            return None  # banner falls back to "not available"; the results can still be shown
+
+    async def _data() -> PatientData:
+        try:
+            return await load_patient_data(
+                hook="patient-view",
+                patient_id=patient_id,
+                fhir_server=iss,
+                access_token=token,
+                prefetch=None,
+                client=fhir,
+                settings=settings,
+            )
+        except FhirError as exc:
+            if _is_unauthorized(exc):
+                raise TokenRejected() from None
+            raise SmartError(
+                "fhir_error",
+                "Could not read the patient's record",
+                "The EHR's FHIR server did not answer as expected. Please try again in a moment.",
+                502,
+            ) from None
+
+    resource, patient = await asyncio.gather(_patient_resource(), _data())
+    if not patient.observations_available:
+        raise SmartError(
+            "fhir_unavailable",
+            "Could not read the patient's genomic results",
+            "The EHR's FHIR server did not return the patient's lab results, so no PGx profile can be shown. "
+            "Nothing here means the patient has no results. Please try again, or check the results in the chart.",
+            502,
+        )
+    profile = build_profile(patient)
+    profile = annotate_profile(knowledge.genes, profile, patient.sex)
+    recs = summarize_profile(knowledge, profile, patient, settings=settings)
+    return LoadedProfile(patient, profile, list(recs), resource)
+
+
+def med_matcher(knowledge: Any):
+    """A function: raw MedicationRequest -> CPIC drugs it contains (the cards' own drug recogniser)."""
+    try:
+        from service.pgx.drugs import medication_request_drugs
+    except ImportError:  # pragma: no cover - ships with the service
+        return lambda _res: []
+    index = getattr(knowledge, "drug_index", None)
+    if index is None:
+        return lambda _res: []
+
+    def _match(res: dict[str, Any]) -> list[DrugRef]:
+        return medication_request_drugs(index, res)
+
+    return _match
+
+
+def drug_genes(knowledge: Any):
+    """A function: drug name -> genes CPIC links to it in our knowledge base."""
+
+    def _genes(drug: str) -> list[str]:
+        out: list[str] = []
+        fn = getattr(knowledge, "guidelines_for_drug", None)
+        for g in fn(drug) if callable(fn) else []:
+            for gene in getattr(g, "genes", []):
+                if gene not in out:
+                    out.append(gene)
+        return out
+
+    return _genes

@@ -1,0 +1,12 @@
+// A little progressive enhancement; the page works without it.
+(function () {
+  "use strict";
+  document.querySelectorAll("[data-print]").forEach(function (el) {
+    el.addEventListener("click", function () { window.print(); });
+  });
+  var focus = document.getElementById("focus");
+  if (focus) {
+    focus.focus({ preventScroll: true });
+  }
+  document.body.setAttribute("data-ready", "1");
+})();

@@ -1,0 +1,31 @@
+"""Checklist 40: CORS preflight on all endpoints, configurable allowlist."""
+
+import pytest
+
+from tests.hooks.conftest import make_client
+
+PATHS = ["/cds-services", "/cds-services/pgx-order-select", "/cds-services/pgx-order-select/feedback"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_preflight_allowed_for_listed_origin(tmp_path, path):
+    with make_client(cors_origins=["https://sandbox.cds-hooks.org"], feedback_file=tmp_path / "f") as c:
+        r = c.options(path, headers={"Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST",
+                                     "Access-Control-Request-Headers": "authorization,content-type"})
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"
+        allowed = r.headers["access-control-allow-headers"].lower()
+        assert "authorization" in allowed and "content-type" in allowed
+        assert "POST" in r.headers["access-control-allow-methods"]
+
+
+def test_preflight_refused_for_other_origin(tmp_path):
+    with make_client(cors_origins=["https://sandbox.cds-hooks.org"], feedback_file=tmp_path / "f") as c:
+        r = c.options(PATHS[0], headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_simple_request_gets_cors_header(tmp_path):
+    with make_client(cors_origins=["https://sandbox.cds-hooks.org"], feedback_file=tmp_path / "f") as c:
+        r = c.get("/cds-services", headers={"Origin": "https://sandbox.cds-hooks.org"})
+        assert r.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"

@@ -1,0 +1,69 @@
+"""Checklist 29-30: feedback endpoint, durable storage, export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.hooks import requests as rq
+from tests.hooks.conftest import make_client
+
+FB = "/cds-services/pgx-order-select/feedback"
+
+
+def item(**kw):
+    base = {"card": "card-1", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:31Z"}
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize("bad", [
+    {},
+    {"feedback": []},
+    {"feedback": [item(outcome="ignored")]},
+    {"feedback": [item(outcome="accepted")]},  # accepted needs acceptedSuggestions (cds-fb-2)
+    {"feedback": [item(overrideReason={})]},  # reason or userComment (cds-fb-3)
+    {"feedback": [item(outcomeTimestamp="yesterday")]},
+    {"feedback": [{"card": "c", "outcome": "overridden"}]},
+])
+def test_malformed_feedback_is_400(client, bad):
+    r = client.post(FB, json=bad)
+    assert r.status_code == 400, r.text
+
+
+def test_batch_with_sandbox_shapes_is_stored_once_and_exported(tmp_path):
+    file = tmp_path / "fb.ndjson"
+    with make_client(feedback_file=file) as c:
+        card = c.post("/cds-services/pgx-order-select", json=rq.order_select()).json()["cards"][0]
+        sug = card["suggestions"][0]["uuid"]
+        batch = {"feedback": [
+            item(card=card["uuid"], outcome="accepted", acceptedSuggestions=[{"id": sug}]),
+            item(card="unknown-card", overrideReason={"reason": {"code": "will-monitor", "system": "urn:pgx-cds:override-reason"}}),
+            {"outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:06:00Z"},  # sandbox: no card uuid
+        ]}
+        r = c.post(FB, json=batch)
+        assert r.status_code == 200 and r.json() == {"stored": 3}
+        assert c.post(FB, json=batch).json() == {"stored": 0}  # idempotent
+    lines = [json.loads(x) for x in file.read_text().splitlines()]
+    assert len(lines) == 3
+    assert lines[0]["rule"] == card["extension"]["pgx-cds"]["recommendation"]["ruleId"]
+    assert lines[0]["acceptedSuggestions"] == [sug]
+    out = subprocess.run([sys.executable, "-m", "service.cli", "feedback", "export"], capture_output=True, text=True,
+                         env={"PGX_CDS_FEEDBACK_FILE": str(file), "PATH": "/usr/bin:/bin"}, check=True)
+    assert [json.loads(x)["outcome"] for x in out.stdout.splitlines()] == ["accepted", "overridden", "overridden"]
+
+
+def test_feedback_goes_to_redis_stream_and_exports(redis_url, tmp_path):
+    with make_client(redis_url=redis_url, feedback_file=tmp_path / "unused.ndjson") as c:
+        assert c.post(FB, json={"feedback": [item(), item(card="card-2")]}).json() == {"stored": 2}
+    import redis
+
+    assert redis.Redis.from_url(redis_url).xlen("pgx-cds:feedback") == 2
+    assert not (tmp_path / "unused.ndjson").exists()
+    out = subprocess.run([sys.executable, "-m", "service.cli", "feedback", "export"], capture_output=True, text=True,
+                         env={"PGX_CDS_REDIS_URL": redis_url, "PGX_CDS_FEEDBACK_FILE": str(tmp_path / "none"),
+                              "PATH": "/usr/bin:/bin"}, check=True)
+    assert [json.loads(x)["card"] for x in out.stdout.splitlines()] == ["card-1", "card-2"]

@@ -1,0 +1,244 @@
+"""Checklist 6-28 (requests, prefetch semantics, responses) through the real app in-process."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import respx
+
+from tests.hooks import requests as rq
+
+
+def post(client, service, body, **kw):
+    return client.post(f"/cds-services/{service}", json=body, **kw)
+
+
+# ---- bad input (issue 2 "Bad input") --------------------------------------------------------------
+
+def test_non_json_is_400(client):
+    r = client.post("/cds-services/pgx-order-select", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_wrong_content_type_is_415(client):
+    r = client.post("/cds-services/pgx-order-select", content=b"hook=x", headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+
+
+@pytest.mark.parametrize("field", ["hook", "hookInstance", "context"])
+def test_missing_required_field_is_400_naming_it(client, field):
+    body = rq.order_select()
+    del body[field]
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code == 400
+    assert field in r.json()["issue"][0]["diagnostics"]
+
+
+def test_hook_not_matching_service_is_400(client):
+    r = post(client, "pgx-order-sign", rq.order_select())
+    assert r.status_code == 400
+    assert "hook" in r.json()["issue"][0]["diagnostics"]
+
+
+def test_body_over_1mb_is_413(client):
+    body = rq.order_select()
+    body["extension"] = {"padding": "x" * 1_100_000}
+    assert post(client, "pgx-order-select", body).status_code == 413
+
+
+def test_fhir_authorization_without_fhir_server_is_400(client):
+    body = rq.order_select(fhirAuthorization={"access_token": "secret-token-123", "token_type": "Bearer",
+                                              "expires_in": 300, "scope": "patient/Observation.read", "subject": "c"})
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code == 400
+    assert "secret-token-123" not in r.text
+
+
+def test_missing_patient_id_is_400(client):
+    body = rq.order_select()
+    del body["context"]["patientId"]
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code == 400
+    assert "patientId" in r.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda b: b["context"].update(draftOrders={"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "NutritionOrder", "id": "n1"}}]}),
+    lambda b: b["context"].update(draftOrders={"resourceType": "Bundle", "entry": [{}, {"resource": None}, "junk"]}),
+    lambda b: b["context"].update(draftOrders={"resourceType": "Bundle"}),
+    lambda b: b.update(unknownField={"a": 1}, extension={"com.example.x": {"y": 2}}),
+    lambda b: b["context"].update(extension={"org.example": True}, somethingElse=[1, 2]),
+    lambda b: b["prefetch"].update(pgxObservations={"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Observation"}}]}),
+    lambda b: b["prefetch"].update(pgxObservations={"resourceType": "Bundle", "entry": "garbage"}),
+])
+def test_messy_but_parseable_input_never_500(client, mutate):
+    body = rq.order_select()
+    mutate(body)
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code in (200, 400, 412), r.text
+    assert "Traceback" not in r.text
+
+
+# ---- behaviour ---------------------------------------------------------------------------------
+
+def card_rules(resp) -> list[str]:
+    return [c["extension"]["pgx-cds"]["recommendation"]["ruleId"] for c in resp.json()["cards"]]
+
+
+def test_order_select_poor_metabolizer_clopidogrel_gives_critical_card(client):
+    r = post(client, "pgx-order-select", rq.order_select())
+    assert r.status_code == 200, r.text
+    cards = r.json()["cards"]
+    assert len(cards) == 1
+    card = cards[0]
+    assert card["indicator"] == "critical"
+    assert "clopidogrel" in card["summary"].lower() and len(card["summary"]) < 140
+    ext = card["extension"]["pgx-cds"]
+    assert ext["drug"] == {"name": "clopidogrel", "rxnorm": "32968"}
+    assert ext["genes"][0]["gene"] == "CYP2C19"
+    assert ext["genes"][0]["phenotype"] == "Poor Metabolizer"
+    assert ext["genes"][0]["observation"].endswith("obs-2c19")
+    assert ext["recommendation"]["action"] == "avoid"
+    assert ext["recommendation"]["strength"] == "Strong"
+    assert ext["recommendation"]["guideline"].startswith("https://cpicpgx.org/")
+    assert ext["knowledgeVersion"]
+
+
+def test_order_select_only_evaluates_selections(client):
+    body = rq.order_select(orders=[rq.ACETAMINOPHEN, rq.CLOPIDOGREL], selections=["MedicationRequest/draft-apap"])
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code == 200
+    assert r.json() == {"cards": []}
+
+
+def test_order_sign_evaluates_all_draft_orders_and_non_draft_statuses(client):
+    orders = [rq.ACETAMINOPHEN, dict(rq.CLOPIDOGREL, status="active")]
+    r = post(client, "pgx-order-sign", rq.order_sign(orders=orders))
+    assert r.status_code == 200
+    assert len(r.json()["cards"]) == 1
+
+
+def test_normal_metabolizer_gives_no_interruptive_card(client):
+    r = post(client, "pgx-order-select", rq.order_select(obs=[rq.CYP2C19_NM]))
+    assert r.status_code == 200
+    assert r.json() == {"cards": []}
+
+
+def test_patient_view_accepts_patient_user_and_lists_actionable_results(client):
+    body = rq.patient_view()
+    body["context"]["userId"] = "Patient/pgx-demo-1"
+    r = post(client, "pgx-patient-view", body)
+    assert r.status_code == 200
+    drugs = {c["extension"]["pgx-cds"]["drug"]["name"] for c in r.json()["cards"]}
+    assert "clopidogrel" in drugs
+
+
+def test_card_conformance(client):
+    """Checklist 20-28: summary, indicator, source, uuids, selectionBehavior, actions, overrideReasons, links, no empties."""
+    card = post(client, "pgx-order-select", rq.order_select()).json()["cards"][0]
+    assert card["source"]["label"] and card["source"]["topic"]["code"].startswith("clopidogrel")
+    assert card["indicator"] in ("info", "warning", "critical")
+    assert card["uuid"]
+    sugg = card["suggestions"]
+    assert sugg and card["selectionBehavior"] == "at-most-one"
+    assert sum(1 for s in sugg if s.get("isRecommended")) <= 1
+    assert len({s["uuid"] for s in sugg}) == len(sugg)
+    for s in sugg:
+        types = [a["type"] for a in s["actions"]]
+        assert types == ["delete", "create"]
+        delete, create = s["actions"]
+        assert delete["resourceId"] == "MedicationRequest/draft-clop" and "resource" not in delete
+        assert all(a["description"] for a in s["actions"])
+        res = create["resource"]
+        assert res["resourceType"] == "MedicationRequest" and res["status"] == "draft" and res["intent"] == "order"
+        assert res["subject"] == {"reference": "Patient/pgx-demo-1"}
+        assert res["medicationCodeableConcept"]["coding"][0]["system"] == "http://www.nlm.nih.gov/research/umls/rxnorm"
+        assert res["encounter"] == {"reference": "Encounter/enc-1"}
+    for reason in card["overrideReasons"]:
+        assert reason["code"] and reason["system"] and reason["display"]
+    for link in card["links"]:
+        assert link["type"] in ("absolute", "smart")
+        if link["type"] != "smart":
+            assert "appContext" not in link
+    raw = json.dumps(card)
+    assert "null" not in raw.replace('"activityScore": null', "").replace('"alleleStatus": null', "").replace('"diplotype": null', "")
+    assert '""' not in raw and "[]" not in raw and "{}" not in raw
+
+
+def test_card_uuid_is_stable_for_the_same_hook_instance(client):
+    body = rq.order_select()
+    a = post(client, "pgx-order-select", body).json()["cards"][0]
+    b = post(client, "pgx-order-select", body).json()["cards"][0]
+    assert a["uuid"] == b["uuid"]
+    assert [s["uuid"] for s in a["suggestions"]] == [s["uuid"] for s in b["suggestions"]]
+    body2 = rq.order_select()
+    c = post(client, "pgx-order-select", body2).json()["cards"][0]
+    assert c["uuid"] != a["uuid"]
+
+
+# ---- prefetch semantics (checklist 13-17) -------------------------------------------------------
+
+FHIR = "https://fhir.example.org/r4"
+
+
+@respx.mock(assert_all_mocked=True)
+def test_complete_prefetch_makes_zero_fhir_calls(respx_mock, client):
+    body = rq.order_select(fhirServer=FHIR, fhirAuthorization={"access_token": "t0k", "token_type": "Bearer",
+                           "expires_in": 300, "scope": "patient/*.read", "subject": "pgx-cds"})
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code == 200 and len(r.json()["cards"]) == 1
+    assert respx_mock.calls.call_count == 0
+
+
+def test_no_prefetch_and_no_fhir_server_is_412_operation_outcome(client):
+    r = post(client, "pgx-order-select", rq.order_select(prefetch=False))
+    assert r.status_code == 412
+    assert r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_prefetch_empty_bundle_means_no_data_not_412(client):
+    body = rq.order_select(obs=[])
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code == 200
+
+
+def test_prefetch_null_means_no_data(client):
+    body = rq.order_select()
+    body["prefetch"]["pgxObservations"] = None
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code == 200
+
+
+@respx.mock(assert_all_called=False)
+def test_operation_outcome_prefetch_is_refetched_never_parsed(respx_mock, client):
+    route = respx_mock.get(url__startswith=FHIR + "/Observation").mock(
+        return_value=httpx.Response(200, json=rq.bundle(rq.CYP2C19_PM)))
+    respx_mock.route(url__startswith=FHIR).mock(return_value=httpx.Response(200, json=rq.bundle()))
+    body = rq.order_select(fhirServer=FHIR, fhirAuthorization={"access_token": "t0k", "token_type": "Bearer",
+                           "expires_in": 300, "scope": "patient/*.read", "subject": "pgx-cds"})
+    body["prefetch"]["pgxObservations"] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code == 200, r.text
+    assert route.called
+    assert route.calls[0].request.headers["authorization"] == "Bearer t0k"
+    assert len(r.json()["cards"]) == 1
+
+
+@respx.mock(assert_all_called=False)
+def test_fhir_server_failing_gives_412_not_500(respx_mock, client):
+    respx_mock.route(url__startswith=FHIR).mock(return_value=httpx.Response(503))
+    body = rq.order_select(prefetch=False, fhirServer=FHIR, fhirAuthorization={"access_token": "t0k", "token_type": "Bearer",
+                           "expires_in": 300, "scope": "patient/*.read", "subject": "pgx-cds"})
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code == 412
+    assert "t0k" not in r.text
+
+
+def test_http_fhir_server_rejected_in_production_profile(client):
+    body = rq.order_select(fhirServer="http://fhir.example.org/r4")
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code == 400
+    assert "https" in r.json()["issue"][0]["diagnostics"]
