@@ -48,6 +48,7 @@ class CacheSettings(BaseModel):
     profile_ttl_s: int = Field(300, ge=0)
     fhir_ttl_s: int = Field(60, ge=0)
     jwks_ttl_s: int = Field(3600, ge=0)
+    jwks_min_refresh_s: float = Field(5.0, ge=0, description="least time between JWKS refetches on unknown kid")
     max_entries: int = Field(10_000, ge=1)
     dedupe_ttl_s: int = Field(3600, ge=0)
 

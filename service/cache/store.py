@@ -17,6 +17,7 @@ import structlog
 from service.observability import metrics
 
 log = structlog.get_logger("pgx_cds.cache")
+_BREAKER_S = 1.0
 
 
 class KV(Protocol):
@@ -101,6 +102,7 @@ class RedisKV:
             retry_on_timeout=False,
         )
         self._up: bool | None = None
+        self._retry_at = 0.0  # circuit breaker: after a failure, skip Redis for a short while
 
     @property
     def client(self):  # the raw client, for streams (feedback)
@@ -121,11 +123,17 @@ class RedisKV:
             self._up = up
 
     async def _call(self, op: str, coro, default):
+        if self._retry_at and time.monotonic() < self._retry_at:
+            coro.close()  # Redis failed moments ago: answer as a miss at once
+            metrics.REDIS_ERRORS.labels(op=op).inc()
+            return default
         try:
             result = await asyncio.wait_for(coro, self._timeout)
         except Exception as exc:  # noqa: BLE001 - any Redis failure is a miss, never a failed request
+            self._retry_at = time.monotonic() + _BREAKER_S
             self._mark(False, op, exc)
             return default
+        self._retry_at = 0.0
         self._mark(True, op)
         return result
 

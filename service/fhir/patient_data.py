@@ -124,7 +124,7 @@ async def load_patient_data(
     _apply_patient(data, values.get("patient"))
     obs, foreign = _flatten(values.get("pgxObservations"), patient_id)
     if foreign:
-        notes.append(f"{foreign} Observation(s) for another patient were ignored")
+        data.notes.append(f"{foreign} Observation(s) for another patient were ignored")
     data.observations = _take_vitals(data, obs)
     data.conditions = _of_type(values.get("conditions"), "Condition", patient_id)
     data.medications = _of_type(values.get("medications"), "MedicationRequest", patient_id)
@@ -197,7 +197,9 @@ async def _fetch_key(client: FhirClient, base: str, token: str | None, template:
     kind, target, params = as_request(template, patient_id)
     if kind == "read":
         return await client.read(base, target, token, budget=budget)
-    return await client.search(base, target, params or [], token, budget=budget)
+    # our own page size (settings.fhir.page_size) replaces the template's _count
+    params = [(k, v) for k, v in params or [] if k != "_count"]
+    return await client.search(base, target, params, token, budget=budget)
 
 
 async def _follow(client: FhirClient, base: str, token: str | None, url: str, budget: Budget,

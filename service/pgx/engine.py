@@ -140,7 +140,8 @@ def _evaluate(
     *,
     pretest: bool = True,
 ) -> Recommendation | None:
-    results = {gene: profile.get(gene) for gene in g.genes}
+    genes = g.drug_genes(drug.name)
+    results = {gene: profile.get(gene) for gene in genes}
     if all(r is None for r in results.values()):
         if not pretest:
             return None
@@ -149,7 +150,7 @@ def _evaluate(
     pop_id = pop.id if pop else None
     if g.algorithm == "warfarin":
         return _warfarin_rec(k, g, drug, results, patient, order, settings, today, pop, pop_note)
-    keys = [_gene_key(k, g, gene, results[gene]) for gene in g.genes]
+    keys = [_gene_key(k, g, gene, results[gene]) for gene in genes]
     rule, ambiguity_note = _match(k, g, pop_id, drug.name, keys)
     notes = _gene_notes(keys, profile)
     if ambiguity_note:
@@ -163,6 +164,8 @@ def _evaluate(
     r = rule.rule
     primary = next((key for key in keys if key.result is not None), keys[0])
     summary = _fill(r.summary, drug, primary)
+    if len(summary) >= 140:
+        summary = summary[:138].rstrip() + "…"
     detail = _fill(r.detail, drug, primary)
     notes += list(r.notes) + list(g.notes)
     indicator = settings.indicator_overrides.get(rule.full_id) or r.effective_indicator
@@ -366,8 +369,9 @@ def _unmatched(k: Knowledge, g: Guideline, drug: DrugRef, keys: list[_GeneKey], 
 
 def _no_result(k: Knowledge, g: Guideline, drug: DrugRef, profile: GenomicProfile, patient: PatientData,
                order: DraftOrder | None, settings: Settings) -> Recommendation | None:
-    genes = " or ".join(g.genes) if len(g.genes) <= 2 else ", ".join(g.genes[:-1]) + " or " + g.genes[-1]
-    unread = [u for u in profile.unreadable if u.gene in g.genes]
+    dgenes = g.drug_genes(drug.name)
+    genes = " or ".join(dgenes) if len(dgenes) <= 2 else ", ".join(dgenes[:-1]) + " or " + dgenes[-1]
+    unread = [u for u in profile.unreadable if u.gene in dgenes]
     if unread or not patient.observations_available:
         why = (f"a {unread[0].gene} result is on file but could not be read ({unread[0].reason})" if unread
                else "genomic results could not be retrieved for this request")
@@ -377,7 +381,7 @@ def _no_result(k: Knowledge, g: Guideline, drug: DrugRef, profile: GenomicProfil
             strength="No recommendation", indicator="info",
             summary=f"{genes} status unknown: check results before {drug.name}"[:139],
             detail=f"CPIC guidance for {drug.name} could not be checked: {why}.",
-            genes=[GeneEvidence(gene=gene, phenotype=NO_RESULT) for gene in g.genes],
+            genes=[GeneEvidence(gene=gene, phenotype=NO_RESULT) for gene in dgenes],
             notes=[why], knowledge_version=k.version, interruptive=False,
         )
     d = g.drug(drug.name)
@@ -393,9 +397,9 @@ def _no_result(k: Knowledge, g: Guideline, drug: DrugRef, profile: GenomicProfil
         strength="n/a", indicator=settings.indicator_overrides.get(rule_id) or mode,
         summary=f"No {genes} result on file: consider testing before {drug.name}"[:139],
         detail=(f"{drug.name.capitalize()} is covered by the {g.name}, which adjusts therapy by "
-                f"{' and '.join(g.genes)} genotype. No result for {' or '.join(g.genes)} was found in the record. "
+                f"{' and '.join(dgenes)} genotype. No result for {genes} was found in the record. "
                 "If treatment can wait for a result, consider ordering pharmacogenetic testing."),
-        genes=[GeneEvidence(gene=gene, phenotype=NO_RESULT) for gene in g.genes],
+        genes=[GeneEvidence(gene=gene, phenotype=NO_RESULT) for gene in dgenes],
         knowledge_version=k.version, interruptive=True,
     )
 
@@ -557,19 +561,25 @@ def _warfarin_rec(k: Knowledge, g: Guideline, drug: DrugRef, results: dict[str, 
     if order is not None:
         meds |= {c.code for c in order.codes if c.code}
     vk_r = results.get("VKORC1")
-    vk_text = diplo("VKORC1") or (vk_r.call.phenotype if vk_r and vk_r.call else None)
+    vk_text = None
+    if vk_r is not None:
+        if vk_r.call is not None and vk_r.call.phenotype.startswith("-1639"):
+            vk_text = vk_r.call.phenotype  # "-1639 AG" as the gene file names it
+        else:
+            vk_text = diplo("VKORC1") or vk_r.reported_phenotype
     inp = _warfarin.WarfarinInputs(
         age_years=_warfarin.age_years(patient.birth_date, today),
         height_cm=patient.height_cm,
         weight_kg=patient.weight_kg,
         vkorc1=_warfarin.vkorc1_genotype(vk_text),
         cyp2c9=diplo("CYP2C9"),
-        cyp4f2=diplo("CYP4F2"),
+        cyp4f2=(results["CYP4F2"].call.phenotype if results.get("CYP4F2") is not None and results["CYP4F2"].call
+                and results["CYP4F2"].call.phenotype != INDETERMINATE else diplo("CYP4F2")),
         amiodarone=bool(meds & _warfarin.AMIODARONE),
         enzyme_inducer=bool(meds & set(_warfarin.ENZYME_INDUCERS)),
     )
     res = _warfarin.recommend(inp)
-    keys = [_GeneKey(gene, [NO_RESULT if results[gene] is None else "-"], results[gene]) for gene in g.genes]
+    keys = [_GeneKey(gene, [NO_RESULT if results[gene] is None else "-"], results[gene]) for gene in results]
     notes = _gene_notes(keys, GenomicProfile(patient_id=patient.patient_id)) + res.notes + list(g.notes)
     if inp.vkorc1 is None and results.get("VKORC1") is not None:
         notes.append("VKORC1 genotype could not be read as -1639 G>A (rs9923231); treated as unknown")

@@ -39,6 +39,7 @@ __all__ = [
     "allele_key",
     "check_genes",
     "format_activity",
+    "phenotype_key",
     "load_genes",
 ]
 
@@ -249,7 +250,7 @@ class GeneDefinition(_Strict):
         self._numbered_with_letters = frozenset(
             m.group(1).lower() for a in self.alleles if (m := re.fullmatch(r"(\*\d+)[A-Za-z]+", a.name))
         )
-        self._phenotype_keys = {_pheno_key(p): p for p in self.phenotypes}
+        self._phenotype_keys = {phenotype_key(p): p for p in self.phenotypes}
         return self
 
     # -- lookups used by the phenotype engine -------------------------------------------------
@@ -275,7 +276,7 @@ class GeneDefinition(_Strict):
         return self._exceptions.get(tuple(sorted(names)))
 
     def phenotype_for_key(self, key: str) -> str | None:
-        """The CPIC term whose normalised form is ``key`` (see :func:`_pheno_key`)."""
+        """The CPIC term whose normalised form is ``key`` (see :func:`phenotype_key`)."""
         return self._phenotype_keys.get(key)
 
     def functions(self) -> set[str]:
@@ -316,7 +317,7 @@ def _pair_key(f1: str, f2: str) -> tuple[str, str]:
     return a, b
 
 
-def _pheno_key(text: str) -> str:
+def phenotype_key(text: str) -> str:
     """Lower-case, single-spaced, 'metaboliser' spelled the US way: for phenotype matching."""
     t = _WS.sub(" ", text.strip().lower()).replace("metaboliser", "metabolizer")
     return t

@@ -55,6 +55,12 @@ class DrugDef(_Strict):
     brands: list[str] = Field(default_factory=list)
     products: list[str] = Field(default_factory=list)  # RxNorm SCD/SBD codes containing the drug
     pretest: PretestMode = "off"
+    genes: list[str] = Field(default_factory=list)  # subset of the guideline's genes; empty = all of them
+
+    @field_validator("pretest", mode="before")
+    @classmethod
+    def _pretest(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
     @field_validator("name")
     @classmethod
@@ -241,6 +247,11 @@ class Guideline(_Strict):
         if not self.drugs:
             raise ValueError("drugs must list at least one drug")
         return self
+
+    def drug_genes(self, name: str) -> list[str]:
+        """The genes that matter for one drug (the drug's `genes`, else the guideline's)."""
+        d = self.drug(name)
+        return list(d.genes) if d and d.genes else list(self.genes)
 
     def drug(self, name: str) -> DrugDef | None:
         for d in self.drugs:
@@ -451,6 +462,10 @@ def _file_checks(g: Guideline, lines: dict[tuple[Any, ...], int]) -> list[tuple[
     drug_names = [d.name for d in g.drugs]
     if len(set(drug_names)) != len(drug_names):
         out.append((line_of(lines, ("drugs",)), "duplicate drug name"))
+    for i, d in enumerate(g.drugs):
+        for gene in d.genes:
+            if gene not in g.genes:
+                out.append((line_of(lines, ("drugs", i, "genes")), f"drug {d.name}: gene {gene} is not in the guideline's genes"))
     pop_ids = [p.id for p in g.populations]
     if len(set(pop_ids)) != len(pop_ids):
         out.append((line_of(lines, ("populations",)), "duplicate population id"))
@@ -480,17 +495,19 @@ def _file_checks(g: Guideline, lines: dict[tuple[Any, ...], int]) -> list[tuple[
                 compile_values(vals, g.lookup[gene])
             except ValueError as exc:
                 out.append((wl, f"rule {r.id}: {exc}"))
-        missing = [gname for gname in g.genes if gname not in r.when]
+        needed: set[str] = set()
+        for d in g.drugs:
+            if not r.drugs or d.name in r.drugs:
+                needed.update(g.drug_genes(d.name) if d.name in drug_names else [])
+        missing = [gname for gname in g.genes if gname in needed and gname not in r.when]
         if missing:
-            out.append((line_of(lines, ("rules", i, "when")), f"rule {r.id}: when must give every gene ({', '.join(missing)} missing; use [any])"))
+            out.append((line_of(lines, ("rules", i, "when")), f"rule {r.id}: when must give every gene of its drugs ({', '.join(missing)} missing; use [any])"))
         if len(r.summary) >= SUMMARY_MAX:
             out.append((line_of(lines, ("rules", i, "summary")), f"rule {r.id}: summary is {len(r.summary)} characters (must be < {SUMMARY_MAX})"))
         try:
             r.summary.format(drug="x", gene="x", phenotype="x", activity_score="x", diplotype="x")
         except (KeyError, IndexError, ValueError) as exc:
             out.append((line_of(lines, ("rules", i, "summary")), f"rule {r.id}: unknown placeholder in summary: {exc}"))
-        if r.action in (Action.avoid, Action.consider_alternative) and not r.alternatives and r.strength != "No recommendation":
-            pass  # allowed: CPIC sometimes says "an alternative not metabolised by X" without naming one
     if not g.rules and not g.algorithm:
         out.append((line_of(lines, ("rules",)), "a guideline needs rules or an algorithm"))
     return out

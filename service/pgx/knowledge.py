@@ -19,13 +19,11 @@ from service.pgx.guidelines import (
     ANY,
     INDETERMINATE,
     NO_RESULT,
-    SUMMARY_MAX,
     Guideline,
     GuidelineFileError,
     LoadedGuideline,
     Rule,
     ValueMatcher,
-    as_number,
     compile_values,
     load_guideline,
 )
@@ -126,7 +124,7 @@ def gene_value_space(gene_def: Any, method: str) -> set[str] | None:
     """
     fn = getattr(gene_def, "lookup_values", None)
     if callable(fn):
-        vals = set(fn(method))
+        vals = {INDETERMINATE if v == "n/a" else str(v) for v in fn(method)}
         return vals | {INDETERMINATE}
     if method == "phenotype":
         vals = _attr_values(gene_def, ("possible_phenotypes", "phenotypes"))
@@ -224,7 +222,10 @@ def _cross_checks(dir_: Path, lg: LoadedGuideline, genes: dict[str, Any], genes_
                 out.append(Problem(f, lg.line("genes"), f"gene {gene} has no file in genes/"))
             spaces[gene] = None
         else:
-            spaces[gene] = gene_value_space(genes[gene], g.lookup[gene])
+            space = gene_value_space(genes[gene], g.lookup[gene])
+            if space is not None and g.lookup[gene] == "allele_status":
+                space = _relevant_statuses(g, gene, space)
+            spaces[gene] = space
     for i, r in enumerate(g.rules):
         for gene, vals in r.when.items():
             space = spaces.get(gene)
@@ -238,10 +239,14 @@ def _cross_checks(dir_: Path, lg: LoadedGuideline, genes: dict[str, Any], genes_
                 if v not in space:
                     out.append(Problem(f, lg.line("rules", i, "when", gene),
                                        f"rule {r.id}: {gene} value {v!r} cannot be produced by genes/{gene}.yaml"))
-        if len(r.summary) >= SUMMARY_MAX:
-            pass  # reported by the file loader
     out += _coverage(f, lg, spaces)
     return out
+
+
+def _relevant_statuses(g: Guideline, gene: str, space: set[str]) -> set[str]:
+    """Allele-status values for the alleles this guideline names (e.g. only *57:01 for abacavir)."""
+    alleles = {v.rsplit(" ", 1)[0] for r in g.rules for v in r.when.get(gene, []) if v.endswith((" positive", " negative"))}
+    return {v for v in space if v == INDETERMINATE or v.rsplit(" ", 1)[0] in alleles}
 
 
 def _coverage(f: str, lg: LoadedGuideline, spaces: dict[str, set[str] | None]) -> list[Problem]:
@@ -252,14 +257,12 @@ def _coverage(f: str, lg: LoadedGuideline, spaces: dict[str, set[str] | None]) -
     if any(spaces.get(gene) is None for gene in g.genes):
         return []
     out: list[Problem] = []
-    compiled = [(i, r, [(gene, compile_values(r.when[gene], g.lookup[gene])) for gene in g.genes]) for i, r in enumerate(g.rules)]
-    multi = len(g.genes) > 1
-    axes = []
-    for gene in g.genes:
-        vals = sorted(spaces[gene] or ())
-        axes.append(vals + ([NO_RESULT] if multi else []))
+    compiled = [(i, r, [(gene, compile_values(r.when[gene], g.lookup[gene])) for gene in r.when]) for i, r in enumerate(g.rules)]
     pops: list[str | None] = [p.id for p in g.populations] or [None]
     for drug in g.drugs:
+        dgenes = g.drug_genes(drug.name)
+        multi = len(dgenes) > 1
+        axes = [sorted(spaces[gene] or ()) + ([NO_RESULT] if multi else []) for gene in dgenes]
         for pop in pops:
             rules = [(i, r, ms) for i, r, ms in compiled if r.population == pop and (not r.drugs or drug.name in r.drugs)]
             missing: list[str] = []
@@ -267,8 +270,8 @@ def _coverage(f: str, lg: LoadedGuideline, spaces: dict[str, set[str] | None]) -
             for combo in itertools.product(*axes):
                 if multi and all(v == NO_RESULT for v in combo):
                     continue  # no result at all: the pre-test card
-                key = dict(zip(g.genes, combo))
-                hits = [(i, r) for i, r, ms in rules if all(m.matches(key[gene]) for gene, m in ms)]
+                key = dict(zip(dgenes, combo))
+                hits = [(i, r) for i, r, ms in rules if all(m.matches(key.get(gene, NO_RESULT)) for gene, m in ms)]
                 label = ", ".join(f"{gene}={v}" for gene, v in key.items())
                 if not hits:
                     (missing_nr if NO_RESULT in combo else missing).append(label)
@@ -304,10 +307,8 @@ def _index(dir_: Path, loaded: list[LoadedGuideline], genes: dict[str, Any], fil
         pops: list[str | None] = [p.id for p in g.populations] or [None]
         for r in g.rules:
             cr = CompiledRule(g.id, r, f"{g.id}/{r.id}",
-                              tuple((gene, compile_values(r.when[gene], g.lookup[gene])) for gene in g.genes))
+                              tuple((gene, compile_values(r.when[gene], g.lookup[gene])) for gene in r.when))
             for pop in pops:
-                if r.population not in (None, pop) and g.populations:
-                    continue
                 if r.population is not None and r.population != pop:
                     continue
                 for d in g.drugs:
@@ -340,7 +341,7 @@ def list_knowledge(k: Knowledge) -> list[dict[str, Any]]:
                 "guideline": g.id,
                 "drug": d.name,
                 "rxnorm": d.rxnorm,
-                "genes": list(g.genes),
+                "genes": g.drug_genes(d.name),
                 "lookup": dict(g.lookup),
                 "populations": [p.id for p in g.populations],
                 "rules": sum(1 for r in g.rules if not r.drugs or d.name in r.drugs),
@@ -350,8 +351,3 @@ def list_knowledge(k: Knowledge) -> list[dict[str, Any]]:
                 "url": g.url,
             })
     return rows
-
-
-def activity_number(value: str) -> float | None:
-    """Re-export for callers that sort activity scores."""
-    return as_number(value)

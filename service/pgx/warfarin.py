@@ -174,7 +174,7 @@ def recommend(inp: WarfarinInputs) -> WarfarinResult:
         "CPIC: for people of African ancestry, variants not in the algorithm (CYP2C9 *5, *6, *8, *11 and "
         "the CYP2C cluster variant rs12777823) lower the dose requirement; ancestry is not in the record."
     )
-    if inp.cyp4f2 and "*3" in (_alleles(inp.cyp4f2) or []):
+    if inp.cyp4f2 and ("*3" in (_alleles(inp.cyp4f2) or []) or "*3 carrier" in inp.cyp4f2):
         notes.append("CYP4F2 *3 carrier: CPIC suggests increasing the calculated dose by 5-10% (non-African ancestry).")
     if inp.age_years is not None and inp.height_cm is not None and inp.weight_kg is not None:
         weekly = iwpc_weekly_dose(inp)

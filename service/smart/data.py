@@ -7,7 +7,6 @@ re-implements a clinical step, so the app and the cards cannot disagree.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +55,12 @@ def _is_unauthorized(exc: BaseException) -> bool:
     return getattr(exc, "kind", None) == "unauthorized" or getattr(exc, "status", None) == 401
 
 
+#: Which prefetch template set to load. The order hooks' set (Patient, PGx Observations, active
+#: MedicationRequests, active Conditions) gives the page the current medications and gives the engine the
+#: same conditions (population selection) the order-select / order-sign cards are evaluated with.
+DATA_HOOK = "order-select"
+
+
 async def load_profile(state: Any, *, iss: str, patient_id: str, token: str, budget_s: float) -> LoadedProfile:
     """Read and evaluate everything for the page. Raises TokenRejected on a FHIR 401, SmartError otherwise."""
     load_patient_data, build_profile, annotate_profile, summarize_profile, Budget = _engine()
@@ -64,38 +69,38 @@ async def load_profile(state: Any, *, iss: str, patient_id: str, token: str, bud
     settings = state.settings
     knowledge = state.knowledge
     fhir = state.fhir
+    budget = Budget(budget_s)
 
-    async def _patient_resource() -> dict[str, Any] | None:
-        try:
-            return await fhir.read(iss, f"Patient/{patient_id}", token, budget=Budget(budget_s))
-        except FhirError as exc:
-            if _is_unauthorized(exc):
-                raise TokenRejected() from None
-            return None  # banner falls back to "not available"; the results can still be shown
-
-    async def _data() -> PatientData:
-        try:
-            return await load_patient_data(
-                hook="patient-view",
-                patient_id=patient_id,
-                fhir_server=iss,
-                access_token=token,
-                prefetch=None,
-                client=fhir,
-                settings=settings,
-            )
-        except FhirError as exc:
-            if _is_unauthorized(exc):
-                raise TokenRejected() from None
-            raise SmartError(
-                "fhir_error",
-                "Could not read the patient's record",
-                "The EHR's FHIR server did not answer as expected. Please try again in a moment.",
-                502,
-            ) from None
-
-    resource, patient = await asyncio.gather(_patient_resource(), _data())
+    # The Patient read first: it proves the token (a 401 here means expired/revoked) and, handed over as
+    # prefetch, saves load_patient_data from reading it again.
+    resource: dict[str, Any] | None = None
+    try:
+        resource = await fhir.read(iss, f"Patient/{patient_id}", token, budget=budget)
+    except FhirError as exc:
+        if _is_unauthorized(exc):
+            raise TokenRejected() from None
+        # 403/404/timeout: no banner details; load_patient_data tries again and records why
+    patient = await load_patient_data(
+        hook=DATA_HOOK,
+        patient_id=patient_id,
+        fhir_server=iss,
+        access_token=token,
+        prefetch={"patient": resource} if resource else None,
+        client=fhir,
+        settings=settings,
+        budget=budget,
+    )
     if not patient.observations_available:
+        if any("unauthorized" in n for n in patient.notes):
+            raise TokenRejected()
+        if any("forbidden" in n for n in patient.notes):
+            raise SmartError(
+                "fhir_forbidden",
+                "Access to lab results was not granted",
+                "The EHR's FHIR server refused to share the patient's lab results with this app, so no PGx "
+                "profile can be shown. Nothing here means the patient has no results.",
+                403,
+            )
         raise SmartError(
             "fhir_unavailable",
             "Could not read the patient's genomic results",

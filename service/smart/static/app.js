@@ -4,6 +4,9 @@
   document.querySelectorAll("[data-print]").forEach(function (el) {
     el.addEventListener("click", function () { window.print(); });
   });
+  window.addEventListener("beforeprint", function () {
+    document.querySelectorAll("details").forEach(function (d) { d.setAttribute("open", ""); });
+  });
   var focus = document.getElementById("focus");
   if (focus) {
     focus.focus({ preventScroll: true });

@@ -1,0 +1,103 @@
+"""Cold-path benchmark: ``python -m service.fhir.bench_cold [--rounds 50] [--base URL --token T]``.
+
+Starts a seeded sekmet-fhir server (tests/fhir/sekmet.py; needs the test extras) unless ``--base`` is
+given, then times each prefetch key fetched alone and the whole cold ``load_patient_data`` (all keys in
+parallel). Concurrency shows as a cold latency close to the slowest single call, not their sum. Also
+times ``build_profile`` on a 30-Observation patient. Prints figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import statistics
+import sys
+import time
+from typing import Any
+
+from service.config import REPO_ROOT, FhirSettings
+from service.fhir.client import Budget, FhirClient
+from service.fhir.genomics import build_profile
+from service.fhir.models import PatientData
+from service.fhir.patient_data import _fetch_key, load_patient_data
+from service.fhir.prefetch import templates_for
+
+PATIENT = "pgx-jonas-panel"
+
+
+def _sekmet_module() -> Any:
+    path = REPO_ROOT / "tests" / "fhir" / "sekmet.py"
+    spec = importlib.util.spec_from_file_location("pgx_bench_sekmet", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise SystemExit("tests/fhir/sekmet.py not found: pass --base and --token")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _ms(samples: list[float]) -> str:
+    s = sorted(samples)
+    p95 = s[min(len(s) - 1, int(len(s) * 0.95))]
+    return f"p50 {statistics.median(s) * 1000:7.2f} ms   p95 {p95 * 1000:7.2f} ms"
+
+
+async def _run(base: str, token: str, rounds: int) -> None:
+    settings = FhirSettings(timeout_s=5, allow_http=True)
+    client = FhirClient(settings)
+    templates = templates_for("order-sign")
+    for _ in range(3):  # warm the pool
+        await load_patient_data(hook="order-sign", patient_id=PATIENT, fhir_server=base, access_token=token,
+                                prefetch=None, client=client, settings=settings)
+    singles: dict[str, list[float]] = {k: [] for k in templates}
+    cold: list[float] = []
+    calls = 0
+    for _ in range(rounds):
+        for key, template in templates.items():
+            t0 = time.perf_counter()
+            await _fetch_key(client, base, token, template, PATIENT, Budget(5))
+            singles[key].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        data = await load_patient_data(hook="order-sign", patient_id=PATIENT, fhir_server=base, access_token=token,
+                                       prefetch=None, client=client, settings=settings)
+        cold.append(time.perf_counter() - t0)
+        calls = data.fhir_calls
+    await client.aclose()
+    print(f"sekmet at {base}, patient {PATIENT}, {rounds} rounds")
+    for key, samples in singles.items():
+        print(f"  single {key:<16} {_ms(samples)}")
+    medians = [statistics.median(s) for s in singles.values()]
+    print(f"  sum of single medians   {sum(medians) * 1000:7.2f} ms")
+    print(f"  slowest single median   {max(medians) * 1000:7.2f} ms")
+    print(f"  cold load_patient_data  {_ms(cold)}   ({calls} calls, in parallel)")
+    obs = data.observations
+    many = [dict(o, id=f"{o.get('id')}-{i}") for i in range(3) for o in obs][:30]
+    patient = PatientData(patient_id=PATIENT, observations=many)
+    build_profile(patient)
+    t0 = time.perf_counter()
+    n = 500
+    for _ in range(n):
+        build_profile(patient)
+    print(f"  build_profile, {len(many)} Observations: {(time.perf_counter() - t0) / n * 1000:.3f} ms")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=50)
+    ap.add_argument("--base", help="FHIR base URL of an already running, seeded server")
+    ap.add_argument("--token", help="bearer token for --base")
+    args = ap.parse_args(argv)
+    if args.base:
+        asyncio.run(_run(args.base, args.token or "", args.rounds))
+        return
+    sek = _sekmet_module()
+    server = sek.start_sekmet()
+    try:
+        asyncio.run(_run(server.base_url, server.token(), args.rounds))
+    finally:
+        sek.stop_sekmet(server)
+
+
+if __name__ == "__main__":
+    main()
