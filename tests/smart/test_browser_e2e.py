@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
+import time
 from urllib.parse import quote
 
 import httpx
@@ -120,7 +120,7 @@ def test_full_ehr_launch_shows_the_profile_focused_on_the_card_drug(stack, page)
     cookies = {c["name"]: c for c in page.context.cookies()}
     sid = cookies["pgx_smart_sid"]
     assert sid["httpOnly"] and sid["secure"] and sid["sameSite"] == "Lax"
-    assert sid["path"] == "/app" and 0 < sid["expires"] - __import__("time").time() <= 900 + 5
+    assert sid["path"] == "/app" and 0 < sid["expires"] - time.time() <= 900 + 5
     assert stack.token not in sid["value"] and stack.token not in page.content()
 
     shot = page.screenshot(path=str(harness.ROOT / "test-artifacts" / "smart-profile.png"), full_page=False)
@@ -240,11 +240,3 @@ def test_no_tokens_or_patient_ids_in_service_logs(stack):
     assert harness.DEMO_PATIENT not in logs
     assert not re.search(r"eyJ[A-Za-z0-9_-]{10,}\.", logs)  # no JWTs
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _docs_copy_hint():
-    yield
-    shot = harness.ROOT / "test-artifacts" / "smart-profile.png"
-    if shot.exists() and not (harness.ROOT / "docs" / "smart-profile.png").exists():
-        # docs/smart-profile.png is committed; refresh it by hand after checking the screenshot by eye
-        shutil.copyfile(shot, harness.ROOT / "test-artifacts" / "smart-profile-for-docs.png")

@@ -126,3 +126,41 @@ def test_banner_from_patient():
     assert (b.name, b.identifier, b.gender, b.birth_date) == ("Robert Smith", "M1", "male", None)
     assert banner_from_patient({"resourceType": "Patient"}).name == "Name not recorded"
     assert banner_from_patient(None) is None
+
+
+@pytest.fixture(scope="module")
+def gene_defs():
+    from service.config import REPO_ROOT
+    from service.pgx.knowledge import load_knowledge
+
+    return load_knowledge(REPO_ROOT / "cards").genes
+
+
+@pytest.mark.parametrize(
+    ("gene", "pheno", "score", "kind", "active"),
+    [
+        ("CYP2D6", "Ultrarapid Metabolizer", "≥3.0", "activity", ["UM"]),
+        ("CYP2D6", "Normal Metabolizer", "2.25", "activity", ["NM"]),
+        ("CYP2D6", "Intermediate Metabolizer", "0.25", "activity", ["IM"]),
+        ("CYP2C9", "Poor Metabolizer", "0.5", "activity", ["PM"]),
+        ("DPYD", "Intermediate Metabolizer", "1.5", "activity", ["IM"]),
+        ("CYP2C19", "Rapid Metabolizer", None, "ordinal", ["RM"]),
+        ("CYP3A5", "Possible Intermediate Metabolizer", None, "ordinal", ["IM"]),
+        ("SLCO1B1", "Poor Function", None, "ordinal", ["Poor"]),
+        ("G6PD", "Deficient", None, "ordinal", ["Deficient"]),
+        ("HLA-B", "*57:01 positive", None, "none", []),
+    ],
+)
+def test_scales_from_the_knowledge_files(gene_defs, gene, pheno, score, kind, active):
+    sc = scale_for(gene, pheno, score, gene_defs.get(gene))
+    assert sc.kind == kind
+    assert _active(sc) == active
+    if sc.bands:  # contiguous, ordered, covering the whole axis
+        assert sc.bands[0].start == 0 and sc.bands[-1].end == pytest.approx(1.0)
+        assert all(a.end == pytest.approx(b.start) for a, b in zip(sc.bands, sc.bands[1:]))
+
+
+def test_cyp2d6_axis_comes_from_the_thresholds(gene_defs):
+    sc = scale_for("CYP2D6", "Ultrarapid Metabolizer", "2.5", gene_defs["CYP2D6"])
+    assert [b.label for b in sc.bands] == ["PM", "IM", "NM", "UM"]
+    assert sc.axis_max == "3+" and sc.marker == pytest.approx(2.5 / 3)
