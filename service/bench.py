@@ -86,6 +86,10 @@ def _warm(url: str, body: bytes | None, headers: dict[str, str] | None = None) -
 
 
 def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "all") -> int:
+    import sys
+
+    if str(ROOT) not in sys.path:  # the harness lives in the repo's tests/ (bench runs from a checkout)
+        sys.path.insert(0, str(ROOT))
     from tests.helpers import RedisProcess, ServiceProcess, free_port
     from tests.hooks import requests as rq
 
@@ -200,32 +204,43 @@ def _start_workers(svc, workers: int):
 
 def _cold(common: dict, duration: int, connections: int, procs: list):
     """Cold path against a real FHIR server process (sekmet) seeded with a synthetic patient."""
-    from tests.fhir.sekmet import SekmetServer  # the FHIR test harness
+    from tests.fhir.sekmet import start_sekmet, stop_sekmet
     from tests.helpers import ServiceProcess
     from tests.hooks import requests as rq
 
-    fhir = SekmetServer()
-    fhir.start()
-    fhir.load_resources([rq.PATIENT, rq.CYP2C19_PM])
+    fhir = start_sekmet(seed_bundles=False)
+    fhir.seed({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in (rq.PATIENT, rq.CYP2C19_PM)]})
+    token = fhir.token()
+
+    class _Stopper:
+        def stop(self):
+            stop_sekmet(fhir)
+
     env = {**common, "PGX_CDS_CACHE__PROFILE_TTL_S": "0", "PGX_CDS_FHIR__ALLOW_HTTP": "true"}
     svc = ServiceProcess(env=env).start("bench-cold")
     procs.append(svc)
-    body = rq.order_select(fhirServer=fhir.base_url, prefetch=False)
+    body = rq.order_select(fhirServer=fhir.base_url, prefetch=False,
+                           fhirAuthorization={"access_token": token, "token_type": "Bearer", "expires_in": 3600,
+                                              "scope": "patient/*.read", "subject": "pgx-cds"})
     body["hookInstance"] = "bench-cold"
     data = json.dumps(body).encode()
     url = svc.url + "/cds-services/pgx-order-select"
     r = httpx.post(url, content=data, headers={"content-type": "application/json"}, timeout=10)
     r.raise_for_status()
+    assert r.json()["cards"], r.text
     out: dict[str, Result] = {}
     c = max(connections // 4, 1)
+    auth = {"Authorization": f"Bearer {token}"}
     obs_url = fhir.base_url + "/Observation?patient=pgx-demo-1&code=http%3A%2F%2Floinc.org%7C84413-4"
-    _warm(obs_url, None)
-    out["fhir-own"] = _wrk(obs_url, body=None, connections=c, duration=duration)
+    _warm(obs_url, None, auth)
+    out["fhir-own"] = _wrk(obs_url, body=None, connections=c, duration=duration, headers=auth)
     out["fhir-own"].note = f"sekmet Observation search alone, {c} connections"
     _warm(url, data)
     out["cold"] = _wrk(url, body=data, connections=c, duration=duration)
-    out["cold"].note = f"no prefetch, no cache: 4 parallel FHIR reads per request, {c} connections"
-    return fhir, out
+    out["cold"].note = f"no prefetch, no cache: parallel FHIR reads per request, {c} connections"
+    return _Stopper(), out
 
 
 def _print(results: dict[str, Result], connections: int) -> None:

@@ -135,15 +135,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
     @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
+    async def readyz(strict: bool = False) -> Response:
+        """Ready once the knowledge is loaded. Redis down is reported as `degraded` but stays ready
+        (hooks are answered without the cache, and a shared Redis outage must not take every replica
+        out of the load balancer); `?strict=true` makes Redis reachability a readiness condition."""
         checks = {"knowledge": knowledge.version}
-        ok = True
+        status, code = "ok", 200
         if settings.redis_url:
             up = await kv.ping()
             checks["redis"] = "up" if up else "down"
-            ok = up
-        return Response(orjson.dumps({"status": "ok" if ok else "unavailable", **checks}),
-                        status_code=200 if ok else 503, media_type="application/json")
+            if not up:
+                status, code = ("unavailable", 503) if strict else ("degraded", 200)
+        return Response(orjson.dumps({"status": status, **checks}), status_code=code, media_type="application/json")
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

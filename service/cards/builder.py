@@ -10,6 +10,7 @@ cards), override reasons, a SMART link to the profile app, and the machine-reada
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable
@@ -34,7 +35,12 @@ OVERRIDE_REASONS: tuple[Coding, ...] = (
 
 
 def _uuid(*parts: object) -> str:
-    return str(uuid.uuid5(_NS, "\x1f".join(str(p) for p in parts)))
+    """A name-based (version 5) UUID: the same hook instance and card give the same uuid."""
+    digest = bytearray(hashlib.sha1(_NS.bytes + "\x1f".join(str(p) for p in parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _truncate(text: str, limit: int = 139) -> str:

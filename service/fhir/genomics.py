@@ -277,8 +277,8 @@ def _read_genotype(holder: dict[str, Any], kind: str, code_text: str | None, can
                       style=style if (dip or allele) else "phenotype-only", diplotype=dip, phenotype=pheno,
                       allele=allele, present=present, derived_from=cand.derived_from,
                       notes=[*cand.notes, *notes])
-            if allele is not None and style not in ("gl-string",):
-                c.style = f"hla-presence-{'text' if style == 'text' else 'coded'}" if style != "clinvar-coding" else style
+            if allele is not None and style not in ("gl-string", "clinvar-coding"):
+                c.style = "hla-presence-text" if style == "text" else "hla-presence-coded"
             if kind == _HAPLOTYPE and dip and "/" not in dip and gene not in t.single_allele:
                 ctx.haplos.append(c)
             else:

@@ -117,7 +117,8 @@ def _codings(cc: Any) -> list[MedicationCode]:
     out = []
     for c in _list(cc.get("coding")):
         if isinstance(c, dict) and (c.get("code") or c.get("display")):
-            out.append(MedicationCode(system=_str(c.get("system")), code=_str(c.get("code")), display=_str(c.get("display"))))
+            out.append(MedicationCode(system=_str(c.get("system")), code=_str(c.get("code")),
+                                      display=_str(c.get("display"))))
     return out
 
 

@@ -388,7 +388,9 @@ def _take_vitals(data: PatientData, observations: list[dict[str, Any]]) -> list[
     rest: list[dict[str, Any]] = []
     best: dict[str, tuple[datetime, float]] = {}
     for obs in observations:
-        codes = {c.get("code") for c in _list((obs.get("code") or {}).get("coding")) if isinstance(c, dict)}
+        code = obs.get("code")
+        codes = {c.get("code") for c in _list(code.get("coding") if isinstance(code, dict) else None)
+                 if isinstance(c, dict)}
         kind = "w" if codes & _WEIGHT_CODES else "h" if codes & _HEIGHT_CODES else None
         if kind is None:
             rest.append(obs)

@@ -63,6 +63,7 @@ def as_request(template: str, patient_id: str) -> tuple[str, str, list[tuple[str
     """
     if "?" in template:
         rtype, query = template.split("?", 1)
-        params = [(k, v.replace("{{context.patientId}}", patient_id)) for k, v in parse_qsl(query, keep_blank_values=True)]
+        pairs = parse_qsl(query, keep_blank_values=True)
+        params = [(k, v.replace("{{context.patientId}}", patient_id)) for k, v in pairs]
         return "search", rtype, params
     return "read", render(template, patient_id), None

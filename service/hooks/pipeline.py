@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import OrderedDict
+from datetime import date
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +46,25 @@ log = structlog.get_logger("pgx_cds.hooks")
 _OBS_KEY = next(iter(REQUIRED_KEYS))
 
 
+class _Memo:
+    """A small in-process LRU for derived, immutable results (never the source of truth)."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._size = size
+
+    def get(self, key: Any) -> Any:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        self._data[key] = value
+        if len(self._data) > self._size:
+            self._data.popitem(last=False)
+
+
 @dataclass
 class Deps:
     settings: Settings
@@ -51,6 +72,9 @@ class Deps:
     fhir: FhirClient
     kv: KV
     inflight: dict[str, asyncio.Future] = field(default_factory=dict)
+    # derived-result memos: snapshot by prefetch content / by cached bytes, recommendations by order
+    snapshots: _Memo = field(default_factory=_Memo)
+    recommendations: _Memo = field(default_factory=lambda: _Memo(8192))
 
 
 class Snapshot(BaseModel):
@@ -91,20 +115,31 @@ def _checked_fhir_server(req: HookRequest, deps: Deps, principal: Principal | No
         raise HookError(400, f"fhirServer rejected: {exc}") from None
 
 
-async def _load_snapshot(req: HookRequest, deps: Deps, fhir_server: str | None, key: str, hook: str) -> tuple[Snapshot, str, int]:
-    """Prefetch (always wins) > cache > FHIR fetch. Concurrent misses for one patient share one fetch."""
+async def _load_snapshot(
+    req: HookRequest, deps: Deps, fhir_server: str | None, key: str, hook: str
+) -> tuple[Snapshot, str, int, str]:
+    """Prefetch (always wins) > cache > FHIR fetch. Concurrent misses for one patient share one fetch.
+
+    Returns the snapshot, where it came from, the FHIR calls made, and a content id (same id = same
+    snapshot content, used to memoise recommendations).
+    """
     s = deps.settings
     token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
     if not _has_usable_prefetch(req.prefetch, _OBS_KEY):
         cached = await deps.kv.get(key)
         if cached is not None:
             metrics.CACHE.labels(cache="profile", result="hit").inc()
-            return Snapshot.model_validate_json(cached), "cache", 0
+            content_id = "c" + hashlib.sha1(cached).hexdigest()
+            snap = deps.snapshots.get(content_id)
+            if snap is None:
+                snap = Snapshot.model_validate_json(cached)
+                deps.snapshots.put(content_id, snap)
+            return snap, "cache", 0, content_id
         metrics.CACHE.labels(cache="profile", result="miss").inc()
         pending = deps.inflight.get(key)
         if pending is not None:
             snap, calls = await asyncio.shield(pending)
-            return snap, "fhir-shared", 0
+            return snap, "fhir-shared", 0, "x" + key
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         deps.inflight[key] = fut
         try:
@@ -116,13 +151,28 @@ async def _load_snapshot(req: HookRequest, deps: Deps, fhir_server: str | None, 
             raise
         finally:
             deps.inflight.pop(key, None)
+        raw = snap.model_dump_json().encode()
         if snap.patient.observations_available:
+            await deps.kv.set(key, raw, s.cache.profile_ttl_s)
+        return snap, "fhir", calls, "c" + hashlib.sha1(raw).hexdigest()
+    # Prefetch: the same prefetch content always yields the same snapshot, so it is derived once.
+    memo_key = "p" + hashlib.sha1(
+        orjson.dumps([hook, fhir_server, req.context.patientId, req.prefetch])
+    ).hexdigest()
+    entry = deps.snapshots.get(memo_key)
+    now = time.monotonic()
+    if entry is not None:
+        snap, written_at = entry
+        if now - written_at > s.cache.profile_ttl_s / 2 and snap.patient.observations_available:
             await deps.kv.set(key, snap.model_dump_json().encode(), s.cache.profile_ttl_s)
-        return snap, "fhir", calls
+            deps.snapshots.put(memo_key, (snap, now))
+        return snap, "prefetch", 0, memo_key
     snap, calls = await _fetch_snapshot(req, deps, fhir_server, token, hook)
     if snap.patient.observations_available:
         await deps.kv.set(key, snap.model_dump_json().encode(), s.cache.profile_ttl_s)
-    return snap, "prefetch", calls
+        if calls == 0:  # built from prefetch alone: safe to reuse for identical prefetch
+            deps.snapshots.put(memo_key, (snap, now))
+    return snap, "prefetch", calls, memo_key
 
 
 async def _fetch_snapshot(req: HookRequest, deps: Deps, fhir_server: str | None, token: str | None, hook: str) -> tuple[Snapshot, int]:
@@ -169,6 +219,30 @@ async def _dedupe(cards: list[Card], hook: str, deps: Deps, pkey: str) -> list[C
     return out
 
 
+def _evaluate(deps: Deps, snap: Snapshot, content_id: str, order: DraftOrder, today: date) -> list[Recommendation]:
+    """evaluate_order, memoised on (snapshot content, what the engine reads of the order, today)."""
+    memo_key = (
+        content_id,
+        order.reference,
+        tuple((c.system, c.code) for c in order.codes),
+        order.text,
+        tuple((c.system, c.code) for c in order.reason_codes),
+        order.dose_quantity,
+        today,
+    )
+    cached = deps.recommendations.get(memo_key)
+    if cached is not None:
+        return cached
+    out = []
+    for rec in evaluate_order(deps.knowledge, snap.profile, order, snap.patient, settings=deps.settings):
+        if rec.order_ref is None:
+            rec.order_ref = order.reference
+        if rec.interruptive:
+            out.append(rec)
+    deps.recommendations.put(memo_key, out)
+    return out
+
+
 async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal: Principal | None) -> Outcome:
     s = deps.settings
     hook = service.hook
@@ -201,7 +275,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
 
     pkey = patient_hash(s.log_salt, fhir_server, patient_id)
     cache_key = f"snap:{hashlib.sha256(deps.knowledge.version.encode()).hexdigest()[:12]}:{pkey}"
-    snap, source, calls = await _load_snapshot(req, deps, fhir_server, cache_key, hook)
+    snap, source, calls, content_id = await _load_snapshot(req, deps, fhir_server, cache_key, hook)
     if not snap.patient.observations_available:
         metrics.PREFETCH_412.labels(service=service.id).inc()
         raise HookError(
@@ -215,12 +289,9 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     if hook == "patient-view":
         recs = summarize_profile(deps.knowledge, snap.profile, snap.patient, settings=s)
     else:
+        today = date.today()
         for order, _drugs in drug_orders:
-            for rec in evaluate_order(deps.knowledge, snap.profile, order, snap.patient, settings=s):
-                if rec.order_ref is None:
-                    rec.order_ref = order.reference
-                if rec.interruptive:
-                    recs.append(rec)
+            recs.extend(_evaluate(deps, snap, content_id, order, today))
     by_ref = {o.reference: o for o in orders if o.reference}
     app_url = _app_url(s, req)
     cards = build_cards(recs, hook_instance=req.hookInstance, patient_id=patient_id, orders=by_ref, app_url=app_url)

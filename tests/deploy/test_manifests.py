@@ -235,9 +235,10 @@ def test_service_account_mounts_no_token(docs: list[dict[str, Any]]) -> None:
 
 def test_api_pods_spread_over_nodes(docs: list[dict[str, Any]]) -> None:
     pod = _api(docs)["spec"]["template"]["spec"]
+    pod_labels = _api(docs)["spec"]["template"]["metadata"]["labels"]
     (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
-    assert _selects(term["podAffinityTerm"]["labelSelector"], pod_labels := _api(docs)["spec"]["template"]["metadata"]["labels"])
+    assert _selects(term["podAffinityTerm"]["labelSelector"], pod_labels)
     keys = {t["topologyKey"] for t in pod["topologySpreadConstraints"]}
     assert "topology.kubernetes.io/zone" in keys
     for t in pod["topologySpreadConstraints"]:

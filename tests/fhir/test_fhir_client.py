@@ -162,7 +162,7 @@ async def test_budget_deadline_cuts_a_hanging_call():
     with pytest.raises(FhirError) as ei:
         await asyncio.wait_for(client.read(BASE, "Patient/p1", TOKEN, budget=budget), 10)
     assert ei.value.kind in ("timeout", "budget_exhausted")
-    assert budget.expired
+    assert 1 <= budget.calls <= 2  # at most one retry, both inside the budget
     await client.aclose()
 
 

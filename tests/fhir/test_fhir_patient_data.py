@@ -261,6 +261,19 @@ async def test_diagnostic_report_flattening_with_urn_uuid(client, fhir_settings)
     assert prof.genes["CYP2B6"].diplotype == "*6/*6"
 
 
+async def test_garbage_inside_bundles_never_raises(client, fhir_settings):
+    junk = {"resourceType": "Bundle", "entry": [
+        None, {"resource": "x"}, {"fullUrl": 5, "resource": {"resourceType": "Observation", "code": "x",
+                                                              "subject": "x", "hasMember": "x"}},
+        {"resource": {"resourceType": "Observation", "id": "v", "code": {"coding": [{"code": "29463-7"}]},
+                      "valueQuantity": {"value": "heavy", "unit": "kg"}}},
+        {"resource": {"resourceType": "DiagnosticReport", "result": ["x", {"reference": 5}], "contained": "x"}}]}
+    data = await _load(client, fhir_settings, {"patient": {"resourceType": "Patient", "id": PID, "birthDate": "19xx"},
+                                               "pgxObservations": junk}, hook="patient-view")
+    assert data.observations_available and data.weight_kg is None and data.birth_date is None
+    assert len(data.observations) == 1
+
+
 async def test_shared_budget_counts_calls_across_stages(client, fhir_settings, bundles, make_prefetch):
     budget = Budget(2)
     budget.calls = 3  # calls made earlier in the request are not counted as ours

@@ -123,7 +123,16 @@ def test_full_ehr_launch_shows_the_profile_focused_on_the_card_drug(stack, page)
     assert sid["path"] == "/app" and 0 < sid["expires"] - time.time() <= 900 + 5
     assert stack.token not in sid["value"] and stack.token not in page.content()
 
-    shot = page.screenshot(path=str(harness.ROOT / "test-artifacts" / "smart-profile.png"), full_page=False)
+    # basic accessibility structure
+    assert page.get_attribute("html", "lang") == "en"
+    assert page.locator("h1").count() == 1 and page.locator("main").count() == 1
+    assert page.locator("table.results-table th[scope=col]").count() == 7
+    for svg_el in page.locator("svg.scale").all():
+        assert svg_el.get_attribute("role") == "img" and svg_el.get_attribute("aria-label")
+    assert page.locator("a.guideline .sr-only").count() == page.locator("a.guideline").count()
+
+    shot = page.screenshot(path=str(harness.ROOT / "test-artifacts" / "smart-profile.png"), full_page=True,
+                           clip={"x": 0, "y": 0, "width": 1280, "height": 1500})
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
     page.screenshot(path=str(harness.ROOT / "test-artifacts" / "smart-profile-full.png"), full_page=True)
 
