@@ -46,7 +46,9 @@ class FhirSettings(BaseModel):
 
 class CacheSettings(BaseModel):
     profile_ttl_s: int = Field(300, ge=0)
-    fhir_ttl_s: int = Field(60, ge=0)
+    local_ttl_s: float = Field(
+        2.0, ge=0, le=60, description="in-process copy of a Redis snapshot, per replica (0 = always ask Redis)"
+    )
     jwks_ttl_s: int = Field(3600, ge=0)
     jwks_min_refresh_s: float = Field(5.0, ge=0, description="least time between JWKS refetches on unknown kid")
     max_entries: int = Field(10_000, ge=1)

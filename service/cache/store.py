@@ -26,6 +26,7 @@ class KV(Protocol):
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
     async def set_nx(self, key: str, value: bytes, ttl_s: int) -> bool | None: ...
+    async def set_many(self, items: list[tuple[str, bytes, int]]) -> None: ...
     async def delete(self, key: str) -> None: ...
     async def delete_prefix(self, prefix: str) -> int: ...
     async def ping(self) -> bool: ...
@@ -57,6 +58,10 @@ class InProcessKV:
         self._data.move_to_end(key)
         while len(self._data) > self._max:
             self._data.popitem(last=False)
+
+    async def set_many(self, items: list[tuple[str, bytes, int]]) -> None:
+        for key, value, ttl in items:
+            await self.set(key, value, ttl)
 
     async def set_nx(self, key: str, value: bytes, ttl_s: int) -> bool:
         if await self.get(key) is not None:
@@ -143,6 +148,15 @@ class RedisKV:
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
         ex = ttl_s if ttl_s > 0 else None
         await self._call("set", self._client.set(self.key(key), value, ex=ex), None)
+
+    async def set_many(self, items: list[tuple[str, bytes, int]]) -> None:
+        """Several writes in one round trip (a non-transactional pipeline)."""
+        if not items:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key, value, ttl in items:
+            pipe.set(self.key(key), value, ex=ttl if ttl > 0 else None)
+        await self._call("set_many", pipe.execute(), None)
 
     async def set_nx(self, key: str, value: bytes, ttl_s: int) -> bool | None:
         """True if set, False if it existed, None if Redis could not tell."""

@@ -44,6 +44,7 @@ from service.pgx.phenotype import annotate_profile
 log = structlog.get_logger("pgx_cds.hooks")
 
 _OBS_KEY = next(iter(REQUIRED_KEYS))
+_CARD_RULE_TTL = 30 * 24 * 3600
 
 
 class _Memo:
@@ -75,6 +76,7 @@ class Deps:
     # derived-result memos: snapshot by prefetch content / by cached bytes, recommendations by order
     snapshots: _Memo = field(default_factory=_Memo)
     recommendations: _Memo = field(default_factory=lambda: _Memo(8192))
+    written: _Memo = field(default_factory=lambda: _Memo(8192))  # (key, value) -> when we last wrote it
 
 
 class Snapshot(BaseModel):
@@ -126,6 +128,10 @@ async def _load_snapshot(
     s = deps.settings
     token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
     if not _has_usable_prefetch(req.prefetch, _OBS_KEY):
+        near = deps.snapshots.get(("l1", key))  # a few seconds of in-process memory in front of Redis
+        if near is not None and near[0] > time.monotonic():
+            metrics.CACHE.labels(cache="profile", result="hit").inc()
+            return near[1], "cache", 0, near[2]
         cached = await deps.kv.get(key)
         if cached is not None:
             metrics.CACHE.labels(cache="profile", result="hit").inc()
@@ -134,6 +140,8 @@ async def _load_snapshot(
             if snap is None:
                 snap = Snapshot.model_validate_json(cached)
                 deps.snapshots.put(content_id, snap)
+            if s.cache.local_ttl_s:
+                deps.snapshots.put(("l1", key), (time.monotonic() + s.cache.local_ttl_s, snap, content_id))
             return snap, "cache", 0, content_id
         metrics.CACHE.labels(cache="profile", result="miss").inc()
         pending = deps.inflight.get(key)
@@ -199,23 +207,36 @@ def _content_hash(card: Card) -> str:
     return hashlib.sha256(body).hexdigest()[:16]
 
 
-async def _dedupe(cards: list[Card], hook: str, deps: Deps, pkey: str) -> list[Card]:
-    """Remember what order-select showed; at order-sign drop cards shown already with the same content."""
+async def _dedupe_and_remember(cards: list[Card], hook: str, deps: Deps, pkey: str) -> list[Card]:
+    """Order-select remembers what it showed; order-sign drops cards shown already with the same content.
+    Also records card uuid -> rule id, so feedback (which names only the card) is counted per rule.
+    All writes go to the store in one round trip; a write made recently with the same value is skipped."""
     s = deps.settings
-    if not s.dedupe_order_sign or hook not in ("order-select", "order-sign"):
-        return cards
-    out = []
-    for card in cards:
-        ext = (card.extension or {}).get("pgx-cds", {})
-        ident = f"dedupe:{pkey}:{ext.get('order', '')}:{ext.get('recommendation', {}).get('ruleId', '')}"
-        digest = _content_hash(card).encode()
-        if hook == "order-select":
-            await deps.kv.set(ident, digest, s.cache.dedupe_ttl_s)
-            out.append(card)
-        else:
-            seen = await deps.kv.get(ident)
-            if seen != digest:
+    writes: list[tuple[str, bytes, int]] = []
+    out = cards
+    if s.dedupe_order_sign and hook in ("order-select", "order-sign"):
+        out = []
+        for card in cards:
+            ext = (card.extension or {}).get("pgx-cds", {})
+            ident = f"dedupe:{pkey}:{ext.get('order', '')}:{ext.get('recommendation', {}).get('ruleId', '')}"
+            digest = _content_hash(card).encode()
+            if hook == "order-select":
+                writes.append((ident, digest, s.cache.dedupe_ttl_s))
                 out.append(card)
+            elif await deps.kv.get(ident) != digest:
+                out.append(card)
+    for card in out:
+        rule = (card.extension or {}).get("pgx-cds", {}).get("recommendation", {}).get("ruleId")
+        if card.uuid and rule:
+            writes.append((card_rule_key(card.uuid), rule.encode(), _CARD_RULE_TTL))
+    now = time.monotonic()
+    fresh = []
+    for key, value, ttl in writes:
+        seen = deps.written.get((key, value))
+        if seen is None or now - seen > ttl / 2:
+            fresh.append((key, value, ttl))
+            deps.written.put((key, value), now)
+    await deps.kv.set_many(fresh)
     return out
 
 
@@ -295,20 +316,11 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     by_ref = {o.reference: o for o in orders if o.reference}
     app_url = _app_url(s, req)
     cards = build_cards(recs, hook_instance=req.hookInstance, patient_id=patient_id, orders=by_ref, app_url=app_url)
-    cards = await _dedupe(cards, hook, deps, pkey)
-    await _remember_rules(cards, deps)
+    cards = await _dedupe_and_remember(cards, hook, deps, pkey)
     for c in cards:
         rule = (c.extension or {}).get("pgx-cds", {}).get("recommendation", {}).get("ruleId", "")
         metrics.CARDS.labels(indicator=c.indicator, rule=rule).inc()
     return Outcome(CdsResponse(cards=cards), patient_key=pkey, source=source, fhir_calls=calls, recommendations=recs)
-
-
-async def _remember_rules(cards: list[Card], deps: Deps) -> None:
-    """card uuid -> rule id, so feedback (which names only the card) can be counted per rule."""
-    for card in cards:
-        rule = (card.extension or {}).get("pgx-cds", {}).get("recommendation", {}).get("ruleId")
-        if card.uuid and rule:
-            await deps.kv.set(card_rule_key(card.uuid), rule.encode(), 30 * 24 * 3600)
 
 
 def _app_url(s: Settings, req: HookRequest) -> str | None:

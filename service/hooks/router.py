@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -78,14 +77,13 @@ async def _json_body(request: Request) -> Any:
         raise HookError(400, "Request body is not valid JSON", code="structure") from None
 
 
-@router.get("/cds-services")
 async def get_discovery(request: Request) -> Response:
     await authenticate(request)
     return Response(request.app.state.discovery_json, media_type="application/json")
 
 
-@router.post("/cds-services/{service_id}")
-async def call_service(service_id: str, request: Request) -> Response:
+async def call_service(request: Request) -> Response:
+    service_id = request.path_params["service_id"]
     service = SERVICES.get(service_id)
     if service is None:
         raise HookError(404, f"Unknown CDS service '{service_id}'", code="not-found")
@@ -104,25 +102,24 @@ async def call_service(service_id: str, request: Request) -> Response:
         req = HookRequest.model_validate(raw)
     except ValidationError as exc:
         raise HookError(400, "Invalid request: " + _field_errors(exc), code="structure") from None
-    started = time.perf_counter()
+    structlog.contextvars.bind_contextvars(hook_instance=req.hookInstance)
     outcome = await run_hook(service, req, request.app.state.deps, principal)
-    log.info(
-        "hook_evaluated",
-        service=service_id,
-        hook_instance=req.hookInstance,
+    # one log line per request: the access-log middleware adds these fields to it
+    structlog.contextvars.bind_contextvars(
+        event_kind="hook_evaluated",
         patient_hash=outcome.patient_key,
         cards=len(outcome.response.cards),
+        indicators=",".join(c.indicator for c in outcome.response.cards) or None,
         source=outcome.source,
         fhir_calls=outcome.fhir_calls,
-        ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return Response(
         outcome.response.model_dump_json(exclude_none=True).encode(), media_type="application/json"
     )
 
 
-@router.post("/cds-services/{service_id}/feedback")
-async def post_feedback(service_id: str, request: Request) -> Response:
+async def post_feedback(request: Request) -> Response:
+    service_id = request.path_params["service_id"]
     if service_id not in SERVICES:
         raise HookError(404, f"Unknown CDS service '{service_id}'", code="not-found")
     principal = await authenticate(request)
@@ -132,5 +129,12 @@ async def post_feedback(service_id: str, request: Request) -> Response:
     except ValidationError as exc:
         raise HookError(400, "Invalid feedback: " + _field_errors(exc), code="structure") from None
     stored = await request.app.state.feedback.store(service_id, fb, issuer=principal.iss if principal else None)
-    log.info("feedback_stored", service=service_id, items=stored)
+    structlog.contextvars.bind_contextvars(event_kind="feedback_stored", feedback_items=stored)
     return json_response({"stored": stored})
+
+
+# Plain Starlette routes (no FastAPI dependency solving on the hot path): the handlers parse and
+# validate the body themselves, so the framework has nothing to add.
+router.add_route("/cds-services", get_discovery, methods=["GET"], include_in_schema=False)
+router.add_route("/cds-services/{service_id}", call_service, methods=["POST"], include_in_schema=False)
+router.add_route("/cds-services/{service_id}/feedback", post_feedback, methods=["POST"], include_in_schema=False)

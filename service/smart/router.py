@@ -11,6 +11,10 @@ Mounted by ``service.main`` under ``settings.smart_app_path`` (default ``/app``)
 - ``GET  /app/static/{name}`` CSS / JS.
 
 Every failure renders a clear HTML page (never a stack trace); tokens and patient ids are never logged.
+
+One browser may hold several launches at once (two patients in two tabs): each launch gets its own
+cookie ``<cookie_name>_<key>`` and its pages carry ``?k=<key>``, so reloading a tab can never show
+another launch's patient. The key is a non-secret handle; the cookie value is the secret session id.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+_KEY_RE = re.compile(r"^[0-9a-f]{12}$")
+_MAX_LAUNCH_COOKIES = 20
 _FOCUS_RE = re.compile(r"^[a-z0-9][a-z0-9 ._/-]{0,119}$")
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -116,10 +122,24 @@ def _secure_headers(resp: Response) -> None:
     resp.headers["Content-Security-Policy"] = _CSP
 
 
-def _set_cookie(request: Request, resp: Response, sid: str, max_age: int) -> None:
+def _cookie(s: SmartSettings, key: str) -> str:
+    return f"{s.cookie_name}_{key}"
+
+
+def _launch_cookies(request: Request) -> list[tuple[str, str]]:
+    """(key, session id) of every launch cookie this browser sent (bounded)."""
+    prefix = _smart(request).cookie_name + "_"
+    out = []
+    for name, value in request.cookies.items():
+        if name.startswith(prefix) and _KEY_RE.match(name[len(prefix):]) and value:
+            out.append((name[len(prefix):], value))
+    return out[:_MAX_LAUNCH_COOKIES]
+
+
+def _set_cookie(request: Request, resp: Response, key: str, sid: str, max_age: int) -> None:
     s = _smart(request)
     resp.set_cookie(
-        s.cookie_name,
+        _cookie(s, key),
         sid,
         max_age=max_age,
         path=_app_path(request) or "/",
@@ -129,27 +149,35 @@ def _set_cookie(request: Request, resp: Response, sid: str, max_age: int) -> Non
     )
 
 
-def _clear_cookie(request: Request, resp: Response) -> None:
+def _clear_cookie(request: Request, resp: Response, key: str) -> None:
     s = _smart(request)
     resp.delete_cookie(
-        s.cookie_name, path=_app_path(request) or "/", secure=s.cookie_secure, httponly=True, samesite=s.cookie_samesite
+        _cookie(s, key), path=_app_path(request) or "/", secure=s.cookie_secure, httponly=True, samesite=s.cookie_samesite
     )
 
 
-def _error_page(request: Request, err: SmartError, *, clear_cookie: bool = False) -> HTMLResponse:
+def _error_page(request: Request, err: SmartError, *, clear_key: str | None = None) -> HTMLResponse:
     log.warning("smart_error", kind=err.kind, status=err.status)
     resp = _render(request, "error.html", status=err.status, error=err)
-    if clear_cookie:
-        _clear_cookie(request, resp)
+    if clear_key:
+        _clear_cookie(request, resp, clear_key)
     return resp
 
 
-async def _guard(request: Request, fn: Callable[[], Awaitable[Response]], *, clear_on_error: bool = False) -> Response:
-    """Run a handler; any failure becomes an error page (SmartError) or a generic one (anything else)."""
+async def _guard(
+    request: Request, fn: Callable[[dict[str, Any]], Awaitable[Response]], *, clear_on_error: bool = False
+) -> Response:
+    """Run a handler; any failure becomes an error page (SmartError) or a generic one (anything else).
+
+    The handler records the launch key it works on in ``ctx["key"]``; that launch's cookie is cleared when
+    the error ends the session (401) or when ``clear_on_error``.
+    """
+    ctx: dict[str, Any] = {"key": None}
     try:
-        return await fn()
+        return await fn(ctx)
     except SmartError as err:
-        return _error_page(request, err, clear_cookie=clear_on_error or err.status == 401)
+        clear = ctx["key"] if (clear_on_error or err.status == 401) else None
+        return _error_page(request, err, clear_key=clear)
     except Exception as exc:  # noqa: BLE001 - never a stack trace to the user
         log.error("smart_unhandled_error", error=type(exc).__name__)
         err = SmartError(
@@ -227,7 +255,7 @@ async def launch(
 ) -> Response:
     """Start the authorization: discover the EHR's endpoints, then redirect with PKCE, state and nonce."""
 
-    async def _run() -> Response:
+    async def _run(ctx: dict[str, Any]) -> Response:
         s = _smart(request)
         settings = request.app.state.settings
         fhir_base = _check_iss(request, iss)
@@ -259,6 +287,7 @@ async def launch(
             focus_rule=_clean_focus(rule),
         )
         sid = new_session_id()
+        key = secrets.token_hex(6)
         await _store(request).save(sid, sess, ttl_s=s.launch_ttl_s)
         url = oauth.authorize_url(
             config,
@@ -274,7 +303,7 @@ async def launch(
         log.info("smart_launch", ehr_launch=ehr_launch, fhir_host=_host(fhir_base))
         resp = RedirectResponse(url, status_code=302)
         _secure_headers(resp)
-        _set_cookie(request, resp, sid, s.launch_ttl_s)
+        _set_cookie(request, resp, key, sid, s.launch_ttl_s)
         return resp
 
     return await _guard(request, _run)
@@ -303,11 +332,14 @@ async def callback(
     """Finish the authorization: check state, exchange the code (PKCE), check the id_token nonce."""
     store = _store(request)
     s = _smart(request)
-    sid = request.cookies.get(s.cookie_name)
 
-    async def _run() -> Response:
-        sess = await store.load(sid)
-        if sess is None or sess.phase != "pending":
+    async def _run(ctx: dict[str, Any]) -> Response:
+        pending: list[tuple[str, str, SmartSession]] = []
+        for key, cookie_sid in _launch_cookies(request):
+            cand = await store.load(cookie_sid)
+            if cand is not None and cand.phase == "pending":
+                pending.append((key, cookie_sid, cand))
+        if not pending:
             raise SmartError(
                 "no_pending_launch",
                 "This sign-in has expired",
@@ -315,8 +347,11 @@ async def callback(
                 "used, or the browser blocked the app's cookie. Please launch the app again from the EHR.",
                 400,
             )
-        if not state or not secrets.compare_digest(state.encode(), sess.state.encode()):
-            await store.delete(sid)
+        match = [p for p in pending if state and secrets.compare_digest(state.encode(), p[2].state.encode())]
+        if not match:
+            if len(pending) == 1:  # the usual case: this browser's only launch is spoiled; end it
+                ctx["key"] = pending[0][0]
+                await store.delete(pending[0][1])
             raise SmartError(
                 "bad_state",
                 "The sign-in could not be verified",
@@ -324,8 +359,10 @@ async def callback(
                 "For your safety nothing was read. Please launch the app again from the EHR.",
                 400,
             )
+        key, sid, sess = match[0]
+        ctx["key"] = key
+        await store.delete(sid)  # the pending record is single-use, whatever happens next
         if error:
-            await store.delete(sid)
             title, text, status = _DENIED_TEXT.get(
                 error,
                 (
@@ -337,7 +374,6 @@ async def callback(
             )
             raise SmartError("denied" if error == "access_denied" else "authorize_error", title, text, status)
         if not code:
-            await store.delete(sid)
             raise SmartError("no_code", "The sign-in did not complete", "No authorization code was received.", 400)
 
         async with _http(request) as http:
@@ -369,7 +405,6 @@ async def callback(
                     jwks_uri=sess.jwks_uri,
                     timeout=s.http_timeout_s,
                 )
-        await store.delete(sid)  # the pending record is single-use
         if not tok.patient:
             raise SmartError(
                 "no_patient",
@@ -414,9 +449,9 @@ async def callback(
         new_sid = new_session_id()  # a fresh id after sign-in (no session fixation)
         await store.save(new_sid, active)
         log.info("smart_authorized", fhir_host=_host(sess.iss), refresh=bool(tok.refresh_token))
-        resp = RedirectResponse(_app_path(request) + "/", status_code=303)
+        resp = RedirectResponse(f"{_app_path(request)}/?k={key}", status_code=303)
         _secure_headers(resp)
-        _set_cookie(request, resp, new_sid, s.session_ttl_s)
+        _set_cookie(request, resp, key, new_sid, s.session_ttl_s)
         return resp
 
     return await _guard(request, _run, clear_on_error=True)
@@ -466,12 +501,27 @@ def _expired() -> SmartError:
     )
 
 
-async def _load_for_page(request: Request, drug: str | None, rule: str | None) -> tuple[str, SmartSession, Any]:
+def _resolve_key(request: Request, k: str | None) -> tuple[str | None, str | None]:
+    """(launch key, session id) for a page request: ?k= picks the launch; without it, the only one."""
+    launches = _launch_cookies(request)
+    if k is not None:
+        if not _KEY_RE.match(k):
+            return None, None
+        return k, dict(launches).get(k)
+    if len(launches) == 1:
+        return launches[0]
+    return None, None
+
+
+async def _load_for_page(
+    request: Request, ctx: dict[str, Any], k: str | None, drug: str | None, rule: str | None
+) -> tuple[str, str, SmartSession, Any]:
     s = _smart(request)
     store = _store(request)
-    sid = request.cookies.get(s.cookie_name)
+    key, sid = _resolve_key(request, k)
+    ctx["key"] = key
     sess = await store.load(sid)
-    if sid is None or sess is None or sess.phase != "active" or not sess.access_token or not sess.patient:
+    if key is None or sid is None or sess is None or sess.phase != "active" or not sess.access_token or not sess.patient:
         raise _expired()
     refreshed = False
     if sess.token_expired():
@@ -519,7 +569,7 @@ async def _load_for_page(request: Request, drug: str | None, rule: str | None) -
         from service.smart.view import Banner
 
         view.banner = Banner(name="Patient details not available", birth_date=None, gender=None, identifier=None)
-    return sid, sess, view
+    return key, sid, sess, view
 
 
 def _now_text() -> str:
@@ -527,39 +577,50 @@ def _now_text() -> str:
 
 
 @router.get("/")
-async def profile_page(request: Request, drug: str | None = None, rule: str | None = None) -> Response:
-    """The clinician's PGx profile for the launched patient."""
+async def profile_page(
+    request: Request, k: str | None = None, drug: str | None = None, rule: str | None = None
+) -> Response:
+    """The clinician's PGx profile for the launched patient (``k`` selects the launch)."""
 
-    async def _run() -> Response:
-        sid, sess, view = await _load_for_page(request, drug, rule)
-        resp = _render(request, "profile.html", view=view, generated=_now_text(), focus_query=view.focus.drug if view.focus else None)
-        _set_cookie(request, resp, sid, _smart(request).session_ttl_s)
+    async def _run(ctx: dict[str, Any]) -> Response:
+        key, sid, sess, view = await _load_for_page(request, ctx, k, drug, rule)
+        resp = _render(
+            request, "profile.html", view=view, generated=_now_text(), session_key=key,
+            focus_query=view.focus.drug if view.focus else None,
+        )
+        _set_cookie(request, resp, key, sid, _smart(request).session_ttl_s)
         return resp
 
     return await _guard(request, _run)
 
 
 @router.get("/print")
-async def print_view(request: Request, drug: str | None = None, rule: str | None = None) -> Response:
+async def print_view(
+    request: Request, k: str | None = None, drug: str | None = None, rule: str | None = None
+) -> Response:
     """A print/PDF-friendly view of the same profile, for the pharmacist's consult note."""
 
-    async def _run() -> Response:
-        sid, sess, view = await _load_for_page(request, drug, rule)
-        resp = _render(request, "print.html", view=view, generated=_now_text(), fhir_user=sess.fhir_user)
-        _set_cookie(request, resp, sid, _smart(request).session_ttl_s)
+    async def _run(ctx: dict[str, Any]) -> Response:
+        key, sid, sess, view = await _load_for_page(request, ctx, k, drug, rule)
+        resp = _render(
+            request, "print.html", view=view, generated=_now_text(), fhir_user=sess.fhir_user, session_key=key
+        )
+        _set_cookie(request, resp, key, sid, _smart(request).session_ttl_s)
         return resp
 
     return await _guard(request, _run)
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
+async def logout(request: Request, k: str | None = None) -> Response:
     """End the session (the EHR's own session is not affected)."""
 
-    async def _run() -> Response:
-        await _store(request).delete(request.cookies.get(_smart(request).cookie_name))
+    async def _run(ctx: dict[str, Any]) -> Response:
+        key, sid = _resolve_key(request, k)
+        await _store(request).delete(sid)
         resp = _render(request, "signed_out.html")
-        _clear_cookie(request, resp)
+        if key:
+            _clear_cookie(request, resp, key)
         return resp
 
     return await _guard(request, _run)

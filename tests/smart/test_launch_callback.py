@@ -25,6 +25,13 @@ def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
+def _sid(resp) -> tuple[str, str]:
+    """(launch key, session id) from the launch cookie a response set."""
+    names = [n for n in resp.cookies.keys() if n.startswith("pgx_smart_sid_")]
+    assert len(names) == 1, resp.headers.get("set-cookie")
+    return names[0].removeprefix("pgx_smart_sid_"), resp.cookies[names[0]]
+
+
 def _session(app, sid: str) -> SmartSession | None:
     raw = asyncio.run(app.state.kv.get(KEY_PREFIX + hashlib.sha256(sid.encode()).hexdigest()))
     return SmartSession.model_validate_json(raw) if raw else None
@@ -85,8 +92,9 @@ def test_ehr_launch_redirects_with_pkce_state_nonce_and_sets_a_safe_cookie(app, 
     cookie = resp.headers["set-cookie"]
     assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=lax" in cookie
     assert "Max-Age=600" in cookie and "Path=/app" in cookie
-    sid = resp.cookies["pgx_smart_sid"]
-    sess = (_session(app, sid))
+    key, sid = _sid(resp)
+    assert len(key) == 12 and cookie.startswith(f"pgx_smart_sid_{key}=")
+    sess = _session(app, sid)
     assert sess is not None and sess.phase == "pending"
     assert sess.state == q["state"] and sess.nonce == q["nonce"]
     assert _s256(sess.code_verifier) == q["code_challenge"]
@@ -173,27 +181,28 @@ def test_callback_exchanges_code_with_pkce_and_stores_tokens_server_side(app, cl
     captured: list[dict] = []
     with respx.mock(assert_all_called=False) as mock:
         launch_resp, q = _launch(client, mock, drug="Clopidogrel")
-        old_sid = launch_resp.cookies["pgx_smart_sid"]
-        pending = (_session(app, old_sid))
+        key, old_sid = _sid(launch_resp)
+        pending = _session(app, old_sid)
         route, answer = _token_route(mock, rsa_key, captured=captured, body={
             "appContext": json.dumps({"drug": "warfarin", "rule": "warfarin/x"}),
         })
         answer.nonce = q["nonce"]
         resp = client.get("/app/callback", params={"code": "c-1", "state": q["state"]})
     assert resp.status_code == 303, resp.text
-    assert resp.headers["location"] == "/app/"
+    assert resp.headers["location"] == f"/app/?k={key}"
     form = captured[0]
     assert form["grant_type"] == "authorization_code" and form["code"] == "c-1"
     assert form["redirect_uri"] == "https://testserver/app/callback"
     assert form["client_id"] == CLIENT_ID
     assert _s256(form["code_verifier"]) == q["code_challenge"] == _s256(pending.code_verifier)
-    new_sid = resp.cookies["pgx_smart_sid"]
+    new_key, new_sid = _sid(resp)
+    assert new_key == key  # the same launch handle, a new secret
     assert new_sid != old_sid  # rotated after sign-in
     cookie = resp.headers["set-cookie"]
     assert "HttpOnly" in cookie and "Secure" in cookie and "Max-Age=900" in cookie
     assert "at-secret-1" not in cookie and "at-secret-1" not in resp.text
-    assert (_session(app, old_sid)) is None  # pending record is single-use
-    sess = (_session(app, new_sid))
+    assert _session(app, old_sid) is None  # pending record is single-use
+    sess = _session(app, new_sid)
     assert sess.phase == "active" and sess.access_token == "at-secret-1" and sess.refresh_token == "rt-secret-1"
     assert sess.patient == "pgx-pat-1" and sess.need_patient_banner is True
     assert sess.fhir_user == "Practitioner/dr-1"
@@ -210,7 +219,7 @@ def test_callback_takes_focus_from_app_context(app, client, rsa_key):
         })
         answer.nonce = q["nonce"]
         resp = client.get("/app/callback", params={"code": "c", "state": q["state"]})
-    sess = (_session(app, resp.cookies["pgx_smart_sid"]))
+    sess = _session(app, _sid(resp)[1])
     assert sess.focus_drug == "clopidogrel" and sess.focus_rule == "clopidogrel-cyp2c19/acs-pm"
 
 
@@ -222,8 +231,9 @@ def test_callback_with_wrong_state_is_refused_and_never_calls_the_token_endpoint
     assert resp.status_code == 400
     assert "state mismatch" in resp.text and 'data-error-kind="bad_state"' in resp.text
     assert not route.called
-    assert (_session(app, launch_resp.cookies["pgx_smart_sid"])) is None
-    assert "pgx_smart_sid=" in resp.headers.get("set-cookie", "")  # cookie cleared
+    key, sid = _sid(launch_resp)
+    assert _session(app, sid) is None
+    assert f'pgx_smart_sid_{key}=""' in resp.headers.get("set-cookie", "")  # cookie cleared
 
 
 def test_denied_consent_shows_a_clear_page(client, rsa_key):
@@ -337,3 +347,19 @@ def test_scope_allows_read(granted, ok):
     from service.smart.oauth import scope_allows_read
 
     assert scope_allows_read(granted, "Observation") is ok
+
+
+def test_two_pending_launches_in_one_browser_are_kept_apart(app, client, rsa_key):
+    with respx.mock(assert_all_called=False) as mock:
+        first, q1 = _launch(client, mock, drug="codeine")
+        second, q2 = _launch(client, mock, drug="clopidogrel")
+        k1, sid1 = _sid(first)
+        k2, sid2 = _sid(second)
+        assert k1 != k2
+        _, answer = _token_route(mock, rsa_key)
+        answer.nonce = q2["nonce"]
+        resp = client.get("/app/callback", params={"code": "c", "state": q2["state"]})
+    assert resp.status_code == 303 and resp.headers["location"] == f"/app/?k={k2}"
+    assert _session(app, sid2) is None  # used
+    assert _session(app, sid1).phase == "pending"  # the other tab's launch is untouched
+    assert _session(app, _sid(resp)[1]).focus_drug == "clopidogrel"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from types import SimpleNamespace
 
@@ -94,10 +95,13 @@ def client(app):
         yield c
 
 
-def _open(client, app, sid="sid-1", path="/app/", **over):
+KEY = "0123456789ab"
+
+
+def _open(client, app, sid="sid-1", path="/app/", key=KEY, **over):
     _store(app, sid, **over)
-    client.cookies.set("pgx_smart_sid", sid, domain="testserver.local", path="/app")
-    return client.get(path)
+    client.cookies.set(f"pgx_smart_sid_{key}", sid, domain="testserver.local", path="/app")
+    return client.get(path, params={"k": key})
 
 
 def test_profile_page_shows_results_scale_drugs_and_medications(app, client, engine):
@@ -143,7 +147,7 @@ def test_focus_from_session_and_from_query(app, client, engine):
     assert "clopidogrel" in focus and "Avoid" in focus
     assert "The card was based on rule" not in focus
     # ?drug= on the page overrides the launch focus
-    html2 = client.get("/app/", params={"drug": "codeine"}).text
+    html2 = client.get("/app/", params={"k": KEY, "drug": "codeine"}).text
     focus2 = html2.split('id="focus"', 1)[1].split("</section>", 1)[0]
     assert "codeine" in focus2 and "Standard dosing" in focus2 and "clopidogrel" not in focus2
 
@@ -159,8 +163,8 @@ def test_focus_on_a_drug_without_a_result(app, client, monkeypatch):
     del prof.genes["CYP2C19"]
     monkeypatch.setattr(smart_router, "load_profile", FakeEngine(profile=prof))
     _store(app, "s")
-    client.cookies.set("pgx_smart_sid", "s", domain="testserver.local", path="/app")
-    # the fixture recommendations still mention clopidogrel, so use a drug with no recommendation at all
+    client.cookies.set(f"pgx_smart_sid_{KEY}", "s", domain="testserver.local", path="/app")
+    # without ?k= the browser's only launch is used
     html = client.get("/app/", params={"drug": "warfarin"}).text
     assert "warfarin has no CPIC pharmacogenomic guideline" in html
 
@@ -246,10 +250,10 @@ def test_unexpected_error_is_a_generic_page_without_details(app, client, monkeyp
 
 def test_logout_discards_the_session(app, client, engine):
     _open(client, app)
-    resp = client.post("/app/logout")
+    resp = client.post("/app/logout", params={"k": KEY})
     assert resp.status_code == 200 and "You have left the PGx profile" in resp.text
     assert _load(app, "sid-1") is None
-    assert 'pgx_smart_sid=""' in resp.headers["set-cookie"] or "Max-Age=0" in resp.headers["set-cookie"]
+    assert f'pgx_smart_sid_{KEY}=""' in resp.headers["set-cookie"]
 
 
 def test_static_files_are_allowlisted(client):
@@ -269,7 +273,7 @@ def test_cookie_settings_are_configurable():
         mock.get(f"{ISS}/.well-known/smart-configuration").respond(200, json=smart_config())
         resp = c.get("/app/launch", params={"iss": ISS, "launch": "l"})
     cookie = resp.headers["set-cookie"]
-    assert cookie.startswith("x_sid=") and "SameSite=none" in cookie and "Secure" in cookie
+    assert re.match(r"x_sid_[0-9a-f]{12}=", cookie) and "SameSite=none" in cookie and "Secure" in cookie
 
 
 def test_real_engine_path_reports_fhir_401_as_token_rejected(monkeypatch):
@@ -289,3 +293,32 @@ def test_real_engine_path_reports_fhir_401_as_token_rejected(monkeypatch):
     )
     with pytest.raises(TokenRejected):
         asyncio.run(load_profile(state, iss="http://fhir.test/fhir", patient_id="p1", token="t", budget_s=2))
+
+
+def test_two_launches_in_one_browser_each_keep_their_patient(app, client, monkeypatch):
+    """Two tabs, two patients: ?k= selects the launch, so a reload never shows the other patient."""
+    seen: list[str] = []
+
+    async def fake(state, *, iss, patient_id, token, budget_s):
+        seen.append(patient_id)
+        return LoadedProfile(fixtures.patient_data(), fixtures.profile(), [], None)
+
+    monkeypatch.setattr(smart_router, "load_profile", fake)
+    _store(app, "sid-a", patient="patient-a")
+    _store(app, "sid-b", patient="patient-b")
+    client.cookies.set("pgx_smart_sid_aaaaaaaaaaaa", "sid-a", domain="testserver.local", path="/app")
+    client.cookies.set("pgx_smart_sid_bbbbbbbbbbbb", "sid-b", domain="testserver.local", path="/app")
+    assert client.get("/app/", params={"k": "aaaaaaaaaaaa"}).status_code == 200
+    assert client.get("/app/", params={"k": "bbbbbbbbbbbb"}).status_code == 200
+    assert client.get("/app/", params={"k": "aaaaaaaaaaaa"}).status_code == 200
+    assert seen == ["patient-a", "patient-b", "patient-a"]
+    # ambiguous (no k) or unknown k: never guess a patient
+    assert client.get("/app/").status_code == 401
+    assert client.get("/app/", params={"k": "cccccccccccc"}).status_code == 401
+    assert client.get("/app/", params={"k": "../../x"}).status_code == 401
+    assert seen == ["patient-a", "patient-b", "patient-a"]
+
+
+def test_page_links_carry_the_launch_key(app, client, engine):
+    html = _open(client, app).text
+    assert f'href="/app/print?k={KEY}' in html and f'action="/app/logout?k={KEY}"' in html
