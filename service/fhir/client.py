@@ -17,6 +17,7 @@ import orjson
 import structlog
 
 from service.config import FhirSettings
+from service.observability import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -243,9 +244,12 @@ class FhirClient:
             attempt += 1
             budget.calls += 1
             started = time.perf_counter()
+            resource = _resource_label(url)
             try:
                 resp = await self._send(url, headers, share)
             except FhirError as err:
+                metrics.FHIR_LATENCY.labels(resource=resource).observe(time.perf_counter() - started)
+                metrics.FHIR_ERRORS.labels(kind=err.kind).inc()
                 if retries_left and budget.remaining() >= _MIN_RETRY_S and err.kind in ("timeout", "connect"):
                     retries_left -= 1
                     log.info("fhir_retry", kind=err.kind, attempt=attempt)
@@ -255,6 +259,9 @@ class FhirClient:
                             ms=round((time.perf_counter() - started) * 1000, 1))
                 raise
             status = resp.status_code
+            metrics.FHIR_LATENCY.labels(resource=resource).observe(time.perf_counter() - started)
+            if status >= 400:
+                metrics.FHIR_ERRORS.labels(kind=f"http_{status // 100}xx").inc()
             if status in _RETRY_STATUS and retries_left and budget.remaining() >= _MIN_RETRY_S:
                 retries_left -= 1
                 log.info("fhir_retry", status=status, attempt=attempt)
@@ -281,6 +288,15 @@ class FhirClient:
             raise FhirError("connect", None, type(e).__name__) from None
         except httpx.HTTPError as e:
             raise FhirError("invalid_request", None, type(e).__name__) from None
+
+
+def _resource_label(url: str) -> str:
+    """The resource type of a FHIR URL, for metric labels (never ids or query values)."""
+    path = url.split("?", 1)[0].rstrip("/").split("/")
+    for part in reversed(path[-2:]):
+        if part[:1].isupper() and part.isalpha():
+            return part
+    return "other"
 
 
 def _parse_body(content: bytes) -> dict[str, Any]:
