@@ -201,7 +201,10 @@ def cache_clear(
     async def _clear() -> int:
         try:
             if patient:
-                h = patient_hash(s.log_salt, fhir_server, patient)
+                from service.fhir.client import validate_fhir_server
+
+                server = validate_fhir_server(fhir_server, allowed=None, allow_http=True) if fhir_server else None
+                h = patient_hash(s.log_salt, server, patient)
                 n = 0
                 async for key in kv.client.scan_iter(match=kv.key("snap:*:" + h)):
                     n += await kv.client.delete(key)

@@ -5,6 +5,10 @@ evidence trail, the CPIC source with a `topic` naming the rule, one-click sugges
 order with each CPIC alternative; adjust the dose where CPIC gives a number; order the test for pre-test
 cards), override reasons, a SMART link to the profile app, and the machine-readable evidence under
 `extension["pgx-cds"]` (README: "Card evidence extension").
+
+Cards are assembled with `model_construct` (no re-validation on the hot path: the values come from
+validated knowledge and typed recommendations); the tests parse every kind of response with the strict
+CDS Hooks models and check the spec's invariants.
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 EXTENSION_KEY = "pgx-cds"
 
 OVERRIDE_REASONS: tuple[Coding, ...] = (
-    Coding(system=OVERRIDE_SYSTEM, code="benefit-outweighs-risk", display="Benefit outweighs risk for this patient"),
-    Coding(system=OVERRIDE_SYSTEM, code="tolerated-previously", display="Patient has tolerated this drug before"),
-    Coding(system=OVERRIDE_SYSTEM, code="alternative-unsuitable", display="Alternatives contraindicated or unavailable"),
-    Coding(system=OVERRIDE_SYSTEM, code="will-monitor", display="Will monitor (levels, response or toxicity)"),
-    Coding(system=OVERRIDE_SYSTEM, code="result-questioned", display="Genetic result questioned or outdated"),
+    Coding.model_construct(system=OVERRIDE_SYSTEM, code="benefit-outweighs-risk", display="Benefit outweighs risk for this patient"),
+    Coding.model_construct(system=OVERRIDE_SYSTEM, code="tolerated-previously", display="Patient has tolerated this drug before"),
+    Coding.model_construct(system=OVERRIDE_SYSTEM, code="alternative-unsuitable", display="Alternatives contraindicated or unavailable"),
+    Coding.model_construct(system=OVERRIDE_SYSTEM, code="will-monitor", display="Will monitor (levels, response or toxicity)"),
+    Coding.model_construct(system=OVERRIDE_SYSTEM, code="result-questioned", display="Genetic result questioned or outdated"),
 )
 
 
@@ -107,17 +111,17 @@ def _suggestions(rec: Recommendation, hook_instance: str, patient_id: str, order
         actions: list[ActionModel] = []
         if order_ref:
             actions.append(
-                ActionModel(type="delete", description=f"Remove the draft order for {rec.drug.name}", resourceId=order_ref)
+                ActionModel.model_construct(type="delete", description=f"Remove the draft order for {rec.drug.name}", resourceId=order_ref)
             )
         actions.append(
-            ActionModel(
+            ActionModel.model_construct(
                 type="create",
                 description=f"Create a draft order for {alt.name}",
                 resource=_new_med_request(alt.name, alt.rxnorm, patient_id, order),
             )
         )
         out.append(
-            Suggestion(
+            Suggestion.model_construct(
                 label=_truncate(f"Use {alt.name} instead of {rec.drug.name}", 80),
                 uuid=_uuid(hook_instance, rec.rule_id, order_ref, "alt", alt.rxnorm),
                 isRecommended=True if alt.recommended else None,
@@ -134,11 +138,11 @@ def _suggestions(rec: Recommendation, hook_instance: str, patient_id: str, order
         if updated is not None:
             unit = f" {order.dose_unit}" if order.dose_unit else ""
             out.append(
-                Suggestion(
+                Suggestion.model_construct(
                     label=_truncate(f"Adjust {rec.drug.name} dose to {new_dose:g}{unit}", 80),
                     uuid=_uuid(hook_instance, rec.rule_id, order_ref, "dose", new_dose),
                     actions=[
-                        ActionModel(
+                        ActionModel.model_construct(
                             type="update",
                             description=f"Change the dose from {order.dose_quantity:g}{unit} to {new_dose:g}{unit}",
                             resource=updated,
@@ -149,11 +153,11 @@ def _suggestions(rec: Recommendation, hook_instance: str, patient_id: str, order
     if rec.action == Action.test_before_prescribing:
         for gene in [g.gene for g in rec.genes] or []:
             out.append(
-                Suggestion(
+                Suggestion.model_construct(
                     label=_truncate(f"Order {gene} genotyping", 80),
                     uuid=_uuid(hook_instance, rec.rule_id, order_ref, "test", gene),
                     actions=[
-                        ActionModel(
+                        ActionModel.model_construct(
                             type="create",
                             description=f"Create a draft order for {gene} pharmacogenomic testing",
                             resource={
@@ -212,25 +216,25 @@ def build_card(
     app_url: str | None = None,
 ) -> Card:
     suggestions = _suggestions(rec, hook_instance, patient_id, order)
-    links = [Link(label="CPIC guideline", url=rec.guideline_url, type="absolute")]
+    links = [Link.model_construct(label="CPIC guideline", url=rec.guideline_url, type="absolute")]
     if app_url:
         links.append(
-            Link(
+            Link.model_construct(
                 label="Open PGx profile",
                 url=app_url,
                 type="smart",
                 appContext=json.dumps({"drug": rec.drug.name, "rule": rec.rule_id}, separators=(",", ":")),
             )
         )
-    return Card(
+    return Card.model_construct(
         uuid=_uuid(hook_instance, rec.rule_id, rec.order_ref, rec.drug.rxnorm),
         summary=_truncate(rec.summary),
         detail=_detail(rec),
         indicator=rec.indicator,  # type: ignore[arg-type]
-        source=Source(
+        source=Source.model_construct(
             label=f"CPIC via pgx-cds ({rec.guideline_name})"[:120],
             url=rec.guideline_url,
-            topic=Coding(system=RULE_SYSTEM, code=rec.rule_id, display=_truncate(rec.guideline_name, 120)),
+            topic=Coding.model_construct(system=RULE_SYSTEM, code=rec.rule_id, display=_truncate(rec.guideline_name, 120)),
         ),
         suggestions=suggestions or None,
         selectionBehavior="at-most-one" if suggestions else None,

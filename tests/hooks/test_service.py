@@ -242,3 +242,33 @@ def test_http_fhir_server_rejected_in_production_profile(client):
     r = post(client, "pgx-order-select", body)
     assert r.status_code == 400
     assert "https" in r.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ("pgx-order-select", rq.order_select()),
+    lambda: ("pgx-order-sign", rq.order_sign(orders=[rq.CLOPIDOGREL, rq.med_request("d2", "2002", "carbamazepine")])),
+    lambda: ("pgx-patient-view", rq.patient_view(obs=[rq.CYP2C19_PM, rq.genotype("o2", "CYP2D6", "HGNC:2625", "*4/*4")])),
+    lambda: ("pgx-order-select", rq.order_select(obs=[], orders=[rq.med_request("d3", "190521", "abacavir")])),
+])
+def test_responses_validate_against_the_strict_response_model(client, make):
+    """Checklist 28: every response parses with the strict CDS Hooks models (extra fields forbidden,
+    indicator/link type/selectionBehavior enums, summary < 140) and the 2.0 invariants hold."""
+    from service.hooks.schemas import CdsResponse
+
+    service, body = make()
+    r = post(client, service, body)
+    assert r.status_code == 200, r.text
+    resp = CdsResponse.model_validate(r.json())
+    assert resp.cards
+    for card in resp.cards:
+        if card.suggestions:
+            assert card.selectionBehavior is not None  # cds-resp-6
+            if card.selectionBehavior == "at-most-one":
+                assert sum(1 for s in card.suggestions if s.isRecommended) <= 1  # cds-resp-1
+            for s in card.suggestions:
+                for a in s.actions or []:
+                    assert a.description  # cds-resp-5
+                    if a.type == "delete":
+                        assert a.resourceId and a.resource is None  # cds-resp-2
+        for link in card.links or []:
+            assert link.type == "smart" or link.appContext is None  # cds-resp-3

@@ -1,0 +1,104 @@
+"""Issue 5: what is cached and how: snapshot in Redis (hashed key), prefetch wins, single flight, cache clear."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+import redis
+import respx
+
+from service.config import Settings
+from service.hooks.discovery import SERVICES
+from service.hooks.pipeline import run_hook
+from service.hooks.schemas import HookRequest
+from service.main import create_app
+from tests.hooks import requests as rq
+
+FHIR = "https://fhir.cache.example/r4"
+AUTH = {"access_token": "tok-cache", "token_type": "Bearer", "expires_in": 60, "scope": "patient/*.read", "subject": "c"}
+
+
+def _app(redis_url=None, **kw):
+    return create_app(Settings(redis_url=redis_url, log_level="warning", **kw))
+
+
+def _req(**kw) -> HookRequest:
+    return HookRequest.model_validate(rq.order_select(fhirServer=FHIR, fhirAuthorization=AUTH, **kw))
+
+
+async def test_snapshot_cached_in_redis_under_a_hashed_key_and_reused_without_fhir_calls(redis_url):
+    app = _app(redis_url)
+    svc = SERVICES["pgx-order-select"]
+    out = await run_hook(svc, _req(), app.state.deps, None)  # from prefetch
+    assert out.source == "prefetch"
+    keys = [k.decode() for k in redis.Redis.from_url(redis_url).keys("pgx-cds:snap:*")]
+    assert len(keys) == 1 and "pgx-demo-1" not in keys[0]  # never the raw patient id
+    raw = redis.Redis.from_url(redis_url).get(keys[0]).decode()
+    assert "tok-cache" not in raw  # never the access token
+    with respx.mock(assert_all_called=False) as m:
+        route = m.route(url__startswith=FHIR).mock(return_value=httpx.Response(500))
+        app2 = _app(redis_url)  # another replica: nothing in its memory
+        out2 = await run_hook(svc, _req(prefetch=False), app2.state.deps, None)
+        assert out2.source == "cache" and out2.fhir_calls == 0 and not route.called
+        assert out2.response.cards[0].extension["pgx-cds"]["genes"][0]["phenotype"] == "Poor Metabolizer"
+    await app.state.fhir.aclose()
+    await app2.state.fhir.aclose()
+
+
+async def test_newer_result_in_prefetch_wins_over_cache(redis_url):
+    app = _app(redis_url)
+    svc = SERVICES["pgx-order-select"]
+    await run_hook(svc, _req(), app.state.deps, None)  # PM cached
+    out = await run_hook(svc, _req(obs=[rq.CYP2C19_NM]), app.state.deps, None)
+    assert out.response.cards == []  # the prefetch (normal metabolizer) was used, not the cached PM
+    out = await run_hook(svc, _req(prefetch=False), _app(redis_url).state.deps, None)
+    assert out.response.cards == []  # and it replaced the cached snapshot
+    await app.state.fhir.aclose()
+
+
+async def test_concurrent_misses_share_one_fetch():
+    app = _app()
+    svc = SERVICES["pgx-order-select"]
+    calls = 0
+
+    async def slow(request):
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.2)
+        if "Observation" in request.url.path:
+            return httpx.Response(200, json=rq.bundle(rq.CYP2C19_PM))
+        if "Patient" in request.url.path:
+            return httpx.Response(200, json=rq.PATIENT)
+        return httpx.Response(200, json=rq.bundle())
+
+    with respx.mock(assert_all_called=False) as m:
+        m.route(url__startswith=FHIR).mock(side_effect=slow)
+        outs = await asyncio.gather(*(run_hook(svc, _req(prefetch=False), app.state.deps, None) for _ in range(10)))
+    assert all(len(o.response.cards) == 1 for o in outs)
+    assert calls <= 4  # one patient load (its parallel keys), not ten
+    assert sorted(o.source for o in outs).count("fhir") == 1
+    await app.state.fhir.aclose()
+
+
+def test_cache_clear_cli(redis_url):
+    async def fill():
+        app = _app(redis_url)
+        await run_hook(SERVICES["pgx-order-select"], _req(), app.state.deps, None)
+        await app.state.fhir.aclose()
+
+    asyncio.run(fill())
+    r = redis.Redis.from_url(redis_url)
+    assert len(r.keys("pgx-cds:snap:*")) == 1
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PGX_CDS_")}, "PGX_CDS_REDIS_URL": redis_url}
+    out = subprocess.run([sys.executable, "-m", "service.cli", "cache", "clear", "--patient", "someone-else",
+                          "--fhir-server", FHIR], capture_output=True, text=True, env=env, check=True)
+    assert "removed 0" in out.stdout and len(r.keys("pgx-cds:snap:*")) == 1
+    out = subprocess.run([sys.executable, "-m", "service.cli", "cache", "clear", "--patient", "pgx-demo-1",
+                          "--fhir-server", FHIR], capture_output=True, text=True, env=env, check=True)
+    assert "removed 1" in out.stdout and r.keys("pgx-cds:snap:*") == []
