@@ -40,11 +40,11 @@ class Result:
 
 
 def _ms(value: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s)", value)
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", value)
     if not m:
         return float("nan")
     n, unit = float(m.group(1)), m.group(2)
-    return n / 1000 if unit == "us" else n * 1000 if unit == "s" else n
+    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60_000}[unit]
 
 
 def _wrk(url: str, *, body: bytes | None, connections: int, duration: int, headers: dict[str, str] | None = None) -> Result:
@@ -241,6 +241,101 @@ def _cold(common: dict, duration: int, connections: int, procs: list):
     out["cold"] = _wrk(url, body=data, connections=c, duration=duration)
     out["cold"].note = f"no prefetch, no cache: parallel FHIR reads per request, {c} connections"
     return _Stopper(), out
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_soak(*, minutes: float = 3.0, connections: int = 8) -> int:
+    """Sustained mixed load on one worker: 80% order-select with full prefetch, 15% without prefetch for a
+    patient whose snapshot is cached, 5% cold (a new patient each time, fetched from a real FHIR server).
+    Reports throughput, errors and the server's memory (RSS) every 15 s: it must level off."""
+    import sys
+    import threading
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.fhir.sekmet import start_sekmet, stop_sekmet
+    from tests.helpers import RedisProcess, ServiceProcess, free_port
+    from tests.hooks import requests as rq
+
+    redis = RedisProcess(port=free_port())
+    redis.start()
+    fhir = start_sekmet(seed_bundles=False)
+    fhir.seed({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in (rq.PATIENT, rq.CYP2C19_PM)]})
+    token = fhir.token()
+    auth = {"access_token": token, "token_type": "Bearer", "expires_in": 3600, "scope": "patient/*.read", "subject": "b"}
+    svc = ServiceProcess(env={"PGX_CDS_REDIS_URL": redis.url, "PGX_CDS_LOG_LEVEL": "warning", "PGX_CDS_PROFILE": "dev",
+                              "PGX_CDS_FHIR__ALLOW_HTTP": "true"}).start("soak")
+    try:
+        url = svc.url + "/cds-services/pgx-order-select"
+        prefetch = rq.order_select(fhirServer=fhir.base_url, fhirAuthorization=auth)
+        cached = rq.order_select(fhirServer=fhir.base_url, fhirAuthorization=auth, prefetch=False)
+        cold = rq.order_select(fhirServer=fhir.base_url, fhirAuthorization=auth, prefetch=False)
+        cold["context"]["patientId"] = "__PID__"
+        httpx.post(url, json=prefetch, timeout=10).raise_for_status()
+        tmp = Path(tempfile.mkdtemp(prefix="pgx-soak-"))
+        for name, body in (("prefetch", prefetch), ("cached", cached), ("cold", cold)):
+            (tmp / f"{name}.json").write_text(json.dumps(body))
+        script = tmp / "mix.lua"
+        script.write_text(f"""
+local function slurp(p) local f = io.open(p, "rb"); local s = f:read("*a"); f:close(); return s end
+local prefetch = slurp("{tmp}/prefetch.json")
+local cached = slurp("{tmp}/cached.json")
+local cold = slurp("{tmp}/cold.json")
+local headers = {{["Content-Type"] = "application/json"}}
+local n = 0
+request = function()
+  n = n + 1
+  local r = n % 20
+  local body = prefetch
+  if r < 3 then body = cached elseif r == 3 then body = cold:gsub("__PID__", "soak-" .. math.random(1, 1000000000)) end
+  return wrk.format("POST", nil, headers, body)
+end
+errors = 0
+response = function(status) if status ~= 200 then errors = errors + 1 end end
+""")
+        seconds = int(minutes * 60)
+        samples: list[tuple[int, float]] = []
+        stop = threading.Event()
+
+        def sample():
+            t0 = time.monotonic()
+            while not stop.wait(15):
+                samples.append((int(time.monotonic() - t0), _rss_mb(svc.proc.pid)))
+
+        rss0 = _rss_mb(svc.proc.pid)
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+                             capture_output=True, text=True, timeout=seconds + 60).stdout
+        stop.set()
+        th.join()
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        total = int(re.search(r"(\d+) requests in", out).group(1))
+        non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+        sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
+        p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+        print(f"\nsoak: {minutes:g} min, {connections} connections, mix 80% prefetch / 15% cached / 5% cold (real FHIR)")
+        print(f"  requests {total}, {rps:.0f} req/s, p99 {p99:.1f} ms, errors {errors}")
+        print("  RSS MB: start %.1f, " % rss0 + ", ".join(f"{t}s {m:.1f}" for t, m in samples))
+        half = [m for t, m in samples if t >= seconds / 2]
+        growth = (max(half) - min(half)) if half else float("nan")
+        print(f"  RSS change over the second half: {growth:+.1f} MB")
+        ok = errors == 0 and (growth != growth or growth < 20)
+        print(f"  [{'PASS' if ok else 'MISS'}] zero errors and memory levels off")
+        return 0
+    finally:
+        svc.stop()
+        stop_sekmet(fhir)
+        redis.stop()
 
 
 def _print(results: dict[str, Result], connections: int) -> None:

@@ -221,10 +221,13 @@ def bench(
     duration: int = typer.Option(10, help="seconds per scenario"),
     connections: int = typer.Option(32, help="concurrent connections"),
     scenarios: str = typer.Option("all", help="comma list: baseline,prefetch,cached,cold,onecon,workers"),
+    soak: float = typer.Option(0, help="instead: a sustained mixed-load run of this many minutes (errors, memory)"),
 ) -> None:
     """Benchmark the hot paths against a bare FastAPI baseline in the same run (needs wrk)."""
-    from service.bench import run_bench
+    from service.bench import run_bench, run_soak
 
+    if soak:
+        raise typer.Exit(run_soak(minutes=soak, connections=min(connections, 8)))
     raise typer.Exit(run_bench(duration=duration, connections=connections, scenarios=scenarios))
 
 

@@ -110,6 +110,11 @@ class RedisKV:
         self._retry_at = 0.0  # circuit breaker: after a failure, skip Redis for a short while
 
     @property
+    def degraded(self) -> bool:
+        """True while the last Redis call failed (answers are misses because Redis could not be asked)."""
+        return bool(self._retry_at) and time.monotonic() < self._retry_at
+
+    @property
     def client(self):  # the raw client, for streams (feedback)
         return self._client
 

@@ -127,12 +127,18 @@ async def _load_snapshot(
     """
     s = deps.settings
     token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
+    caching = s.cache.profile_ttl_s > 0
     if not _has_usable_prefetch(req.prefetch, _OBS_KEY):
-        near = deps.snapshots.get(("l1", key))  # a few seconds of in-process memory in front of Redis
-        if near is not None and near[0] > time.monotonic():
+        near = deps.snapshots.get(("l1", key)) if caching else None
+        now = time.monotonic()
+        if near is not None and near[0] > now:  # a few seconds of in-process memory in front of Redis
             metrics.CACHE.labels(cache="profile", result="hit").inc()
             return near[1], "cache", 0, near[2]
-        cached = await deps.kv.get(key)
+        cached = await deps.kv.get(key) if caching else None
+        if cached is None and near is not None and near[3] > now and getattr(deps.kv, "degraded", False):
+            # Redis failed (not a miss): serve our last copy while it is within the profile TTL
+            metrics.CACHE.labels(cache="profile", result="stale").inc()
+            return near[1], "cache-stale", 0, near[2]
         if cached is not None:
             metrics.CACHE.labels(cache="profile", result="hit").inc()
             content_id = "c" + hashlib.sha1(cached).hexdigest()
@@ -141,7 +147,9 @@ async def _load_snapshot(
                 snap = Snapshot.model_validate_json(cached)
                 deps.snapshots.put(content_id, snap)
             if s.cache.local_ttl_s:
-                deps.snapshots.put(("l1", key), (time.monotonic() + s.cache.local_ttl_s, snap, content_id))
+                deps.snapshots.put(
+                    ("l1", key), (now + s.cache.local_ttl_s, snap, content_id, now + s.cache.profile_ttl_s)
+                )
             return snap, "cache", 0, content_id
         metrics.CACHE.labels(cache="profile", result="miss").inc()
         pending = deps.inflight.get(key)
@@ -160,27 +168,40 @@ async def _load_snapshot(
         finally:
             deps.inflight.pop(key, None)
         raw = snap.model_dump_json().encode()
+        content_id = "c" + hashlib.sha1(raw).hexdigest()
         if snap.patient.observations_available:
-            await deps.kv.set(key, raw, s.cache.profile_ttl_s)
-        return snap, "fhir", calls, "c" + hashlib.sha1(raw).hexdigest()
+            await _store(deps, key, snap, content_id, raw)
+        return snap, "fhir", calls, content_id
     # Prefetch: the same prefetch content always yields the same snapshot, so it is derived once.
     memo_key = "p" + hashlib.sha1(
         orjson.dumps([hook, fhir_server, req.context.patientId, req.prefetch])
     ).hexdigest()
-    entry = deps.snapshots.get(memo_key)
-    now = time.monotonic()
-    if entry is not None:
-        snap, written_at = entry
-        if now - written_at > s.cache.profile_ttl_s / 2 and snap.patient.observations_available:
-            await deps.kv.set(key, snap.model_dump_json().encode(), s.cache.profile_ttl_s)
-            deps.snapshots.put(memo_key, (snap, now))
-        return snap, "prefetch", 0, memo_key
-    snap, calls = await _fetch_snapshot(req, deps, fhir_server, token, hook)
+    snap = deps.snapshots.get(memo_key)
+    calls = 0
+    if snap is None:
+        snap, calls = await _fetch_snapshot(req, deps, fhir_server, token, hook)
+        if calls == 0 and snap.patient.observations_available:  # built from prefetch alone: reusable
+            deps.snapshots.put(memo_key, snap)
     if snap.patient.observations_available:
-        await deps.kv.set(key, snap.model_dump_json().encode(), s.cache.profile_ttl_s)
-        if calls == 0:  # built from prefetch alone: safe to reuse for identical prefetch
-            deps.snapshots.put(memo_key, (snap, now))
+        await _store(deps, key, snap, memo_key)  # the newest prefetch replaces what is cached
     return snap, "prefetch", calls, memo_key
+
+
+async def _store(deps: Deps, key: str, snap: Snapshot, content_id: str, raw: bytes | None = None) -> None:
+    """Cache a patient snapshot: Redis (shared by replicas) and this process's short-lived copy.
+    Redis is written when the content changed or the copy there is getting old."""
+    c = deps.settings.cache
+    if c.profile_ttl_s <= 0:
+        return
+    now = time.monotonic()
+    if c.local_ttl_s:
+        deps.snapshots.put(("l1", key), (now + c.local_ttl_s, snap, content_id, now + c.profile_ttl_s))
+    last = deps.written.get(("snap", key))
+    if last is not None and last[0] == content_id and now - last[1] < c.profile_ttl_s / 2:
+        return
+    await deps.kv.set(key, raw if raw is not None else snap.model_dump_json().encode(), c.profile_ttl_s)
+    if not getattr(deps.kv, "degraded", False):
+        deps.written.put(("snap", key), (content_id, now))
 
 
 async def _fetch_snapshot(req: HookRequest, deps: Deps, fhir_server: str | None, token: str | None, hook: str) -> tuple[Snapshot, int]:
@@ -214,7 +235,7 @@ async def _dedupe_and_remember(cards: list[Card], hook: str, deps: Deps, pkey: s
     s = deps.settings
     writes: list[tuple[str, bytes, int]] = []
     out = cards
-    if s.dedupe_order_sign and hook in ("order-select", "order-sign"):
+    if s.dedupe_order_sign and s.cache.dedupe_ttl_s > 0 and hook in ("order-select", "order-sign"):
         out = []
         for card in cards:
             ext = (card.extension or {}).get("pgx-cds", {})

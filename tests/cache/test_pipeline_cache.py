@@ -102,3 +102,19 @@ def test_cache_clear_cli(redis_url):
     out = subprocess.run([sys.executable, "-m", "service.cli", "cache", "clear", "--patient", "pgx-demo-1",
                           "--fhir-server", FHIR], capture_output=True, text=True, env=env, check=True)
     assert "removed 1" in out.stdout and r.keys("pgx-cds:snap:*") == []
+
+
+async def test_profile_ttl_zero_disables_the_snapshot_cache(redis_url):
+    """Regression: a TTL of 0 used to store snapshots without expiry, so 'cold' was never cold."""
+    app = _app(redis_url, cache={"profile_ttl_s": 0})
+    svc = SERVICES["pgx-order-select"]
+    with respx.mock(assert_all_called=False) as m:
+        route = m.route(url__startswith=FHIR).mock(side_effect=lambda req: httpx.Response(
+            200, json=rq.bundle(rq.CYP2C19_PM) if "Observation" in req.url.path else
+            (rq.PATIENT if "Patient" in req.url.path else rq.bundle())))
+        for _ in range(3):
+            out = await run_hook(svc, _req(prefetch=False), app.state.deps, None)
+            assert out.source == "fhir" and len(out.response.cards) == 1
+        assert route.call_count >= 3 * 1
+    assert redis.Redis.from_url(redis_url).keys("pgx-cds:snap:*") == []
+    await app.state.fhir.aclose()

@@ -60,3 +60,35 @@ def test_redis_hanging_never_holds_a_request(redis_server, redis_url, tmp_path):
             redis_server.resume()
         # each request makes a few Redis calls, each capped at 100 ms
         assert elapsed < 2.0
+
+
+async def test_redis_failing_serves_the_last_local_copy_instead_of_refetching(redis_server, redis_url):
+    """Regression (found by the benchmark): under load a Redis timeout used to count as a miss, so the
+    request went to the FHIR server (and failed with 412 when it was unreachable)."""
+    import asyncio
+
+    import httpx
+    import respx
+
+    from service.config import Settings
+    from service.hooks.discovery import SERVICES
+    from service.hooks.pipeline import run_hook
+    from service.hooks.schemas import HookRequest
+    from service.main import create_app
+
+    fhir = "https://unreachable.example/fhir"
+    app = create_app(Settings(redis_url=redis_url, redis_timeout_ms=100, cache={"local_ttl_s": 0.05}, log_level="warning"))
+    svc = SERVICES["pgx-order-select"]
+    await run_hook(svc, HookRequest.model_validate(rq.order_select(fhirServer=fhir)), app.state.deps, None)
+    await asyncio.sleep(0.1)  # the local copy is no longer fresh
+    redis_server.pause()
+    try:
+        with respx.mock(assert_all_called=False) as m:
+            route = m.route(url__startswith=fhir).mock(return_value=httpx.Response(503))
+            out = await run_hook(svc, HookRequest.model_validate(rq.order_select(fhirServer=fhir, prefetch=False)),
+                                 app.state.deps, None)
+        assert out.source == "cache-stale" and not route.called
+        assert out.response.cards[0].indicator == "critical"
+    finally:
+        redis_server.resume()
+        await app.state.fhir.aclose()
