@@ -153,9 +153,7 @@ def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "al
             fhir, cold = _cold(common, duration, connections, procs)
             results.update(cold)
         if "workers" in wanted:
-            svc2 = ServiceProcess(env={**common, "PGX_CDS_WORKERS": "2"})
-            svc2.env["PGX_CDS_WORKERS"] = "2"
-            svc2 = _start_workers(svc2, 2)
+            svc2 = ServiceProcess(env=common, workers=2).start("bench-workers")
             procs.append(svc2)
             u2 = svc2.url + "/cds-services/pgx-order-select"
             _warm(u2, prefetch_bytes)
@@ -178,28 +176,6 @@ def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "al
 def _fhir_calls(base: str) -> float:
     text = httpx.get(base + "/metrics").text
     return sum(float(m.group(1)) for m in re.finditer(r'^pgx_cds_fhir_seconds_count\{[^}]*\} ([\d.e+]+)$', text, re.M))
-
-
-def _start_workers(svc, workers: int):
-    """uvicorn with --workers N (ServiceProcess runs one worker)."""
-    import sys
-
-    from tests.helpers import ARTIFACTS
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    env = {**os.environ, **svc.env}
-    log = (ARTIFACTS / f"bench-workers-{svc.port}.log").open("wb")
-    svc.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory", "--host",
-                                 "127.0.0.1", "--port", str(svc.port), "--workers", str(workers), "--log-level", "warning"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    svc._log = log
-    for _ in range(300):
-        try:
-            if httpx.get(svc.url + "/healthz", timeout=0.5).status_code == 200:
-                return svc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("multi-worker service did not start")
 
 
 def _cold(common: dict, duration: int, connections: int, procs: list):

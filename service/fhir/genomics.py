@@ -23,7 +23,7 @@ import yaml
 
 from service.config import REPO_ROOT
 from service.fhir.models import PatientData
-from service.fhir.patient_data import REF_KEY, parse_fhir_datetime
+from service.fhir.patient_data import REF_KEY, observation_time
 from service.pgx.models import GeneResult, GenomicProfile, UnreadableResult
 
 CODES_FILE = REPO_ROOT / "fhir_profiles" / "codes.yaml"
@@ -218,7 +218,7 @@ def _read(obs: Any, ref: str | None, ctx: _Ctx) -> None:
     gene_hint = comp_gene or code_gene
     if status not in _USED and status != "preliminary":
         raise _Unreadable(f"status '{status}' is not a usable result", gene_hint)
-    effective = _effective(obs)
+    effective = observation_time(obs)
     cand = _Cand(gene=gene_hint or "", ref=ref, effective=effective, status=status, style="")
     if status == "preliminary":
         cand.notes.append(f"preliminary result ({ref or 'Observation'})")
@@ -784,22 +784,6 @@ def _date(c: _Cand) -> str:
 def _impl_note(imp: _Cand) -> str:
     drug = f" for {imp.drug}" if imp.drug else ""
     return f"lab-reported implication{drug}: {imp.phenotype} ({imp.ref})"
-
-
-def _effective(obs: dict[str, Any]) -> datetime | None:
-    for key in ("effectiveDateTime", "effectiveInstant"):
-        v = obs.get(key)
-        if isinstance(v, str):
-            d = parse_fhir_datetime(v)
-            if d:
-                return d
-    period = obs.get("effectivePeriod")
-    if isinstance(period, dict) and isinstance(period.get("start"), str):
-        d = parse_fhir_datetime(period["start"])
-        if d:
-            return d
-    v = obs.get("issued")
-    return parse_fhir_datetime(v) if isinstance(v, str) else None
 
 
 def _ref(obs: Any) -> str | None:

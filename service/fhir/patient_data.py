@@ -427,17 +427,21 @@ def _quantity(q: Any, kind: str) -> float | None:
 _EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)
 
 
-def _when(obs: dict[str, Any]) -> datetime:
-    for field in ("effectiveDateTime", "effectiveInstant", "issued"):
-        v = obs.get(field)
-        if isinstance(v, str):
-            d = parse_fhir_datetime(v)
-            if d:
-                return d
+def observation_time(obs: dict[str, Any]) -> datetime | None:
+    """When a result applies: effective[x] (dateTime, instant, period start), else when it was issued."""
+    for key in ("effectiveDateTime", "effectiveInstant"):
+        v = obs.get(key)
+        if isinstance(v, str) and (d := parse_fhir_datetime(v)):
+            return d
     period = obs.get("effectivePeriod")
-    if isinstance(period, dict) and isinstance(period.get("start"), str):
-        return parse_fhir_datetime(period["start"]) or _EPOCH
-    return _EPOCH
+    if isinstance(period, dict) and isinstance(period.get("start"), str) and (d := parse_fhir_datetime(period["start"])):
+        return d
+    v = obs.get("issued")
+    return parse_fhir_datetime(v) if isinstance(v, str) else None
+
+
+def _when(obs: dict[str, Any]) -> datetime:
+    return observation_time(obs) or _EPOCH
 
 
 def parse_fhir_datetime(value: str) -> datetime | None:

@@ -75,7 +75,7 @@ class Deps:
     inflight: dict[str, asyncio.Future] = field(default_factory=dict)
     # derived-result memos: snapshot by prefetch content / by cached bytes, recommendations by order
     snapshots: _Memo = field(default_factory=_Memo)
-    recommendations: _Memo = field(default_factory=lambda: _Memo(8192))
+    recommendations: _Memo = field(default_factory=lambda: _Memo(2048))
     written: _Memo = field(default_factory=lambda: _Memo(8192))  # (key, value) -> when we last wrote it
 
 

@@ -28,6 +28,12 @@ SUMMARY_MAX = 140
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _RXNORM_RE = re.compile(r"^[0-9]+$")
 
+
+def _rxnorm(code: str) -> str:
+    if not _RXNORM_RE.match(code):
+        raise ValueError(f"RxNorm code must be digits, got {code!r}")
+    return code
+
 #: action -> default card indicator when a rule does not set one
 DEFAULT_INDICATOR: dict[Action, Indicator] = {
     Action.avoid: "critical",
@@ -72,17 +78,12 @@ class DrugDef(_Strict):
     @field_validator("rxnorm")
     @classmethod
     def _rx(cls, v: str) -> str:
-        if not _RXNORM_RE.match(v):
-            raise ValueError(f"RxNorm code must be digits, got {v!r}")
-        return v
+        return _rxnorm(v)
 
     @field_validator("products")
     @classmethod
     def _rx_list(cls, v: list[str]) -> list[str]:
-        for code in v:
-            if not _RXNORM_RE.match(code):
-                raise ValueError(f"RxNorm code must be digits, got {code!r}")
-        return v
+        return [_rxnorm(code) for code in v]
 
 
 class AgeRange(_Strict):
@@ -144,9 +145,7 @@ class AlternativeDef(_Strict):
     @field_validator("rxnorm")
     @classmethod
     def _rx(cls, v: str | None) -> str | None:
-        if v is not None and not _RXNORM_RE.match(v):
-            raise ValueError(f"RxNorm code must be digits, got {v!r}")
-        return v
+        return None if v is None else _rxnorm(v)
 
 
 class DoseDef(_Strict):
