@@ -84,3 +84,14 @@ def test_full_exchange_over_http_with_signed_jwt(live):
     for line in logs.splitlines():
         if line.startswith("{"):
             json.loads(line)  # every structured line is JSON
+
+
+def test_log_scanner_catches_what_it_must():
+    """The scanner that guards every e2e service log (tests/conftest.py) is not a no-op."""
+    from tests.conftest import scan_log_for_phi
+
+    assert scan_log_for_phi('{"event": "x", "auth": "Bearer abc"}')
+    assert scan_log_for_phi('{"dip": "*2/*17"}')
+    assert scan_log_for_phi('{"jwt": "eyJhbGciOiJFUzM4NCJ9.e30.x"}')
+    assert scan_log_for_phi('{"patient": "pgx-demo-1"}')
+    assert not scan_log_for_phi('{"event": "request", "patient_hash": "cb46717ef9a34b2b", "status": 200}')
