@@ -27,6 +27,7 @@ from service.hooks.pipeline import Deps
 from service.hooks.router import router as hooks_router
 from service.observability import metrics
 from service.observability.logging import configure_logging
+from service.observability.tracing import setup_tracing
 from service.pgx.knowledge import load_knowledge
 
 log = structlog.get_logger("pgx_cds")
@@ -91,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         log.info("started", version=__version__, knowledge=knowledge.version, cache=kv.backend)
         yield
+        if app.state.tracer_provider is not None:
+            app.state.tracer_provider.shutdown()
         await fhir.aclose()
         await jwks_http.aclose()
         await kv.close()
@@ -172,4 +175,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(_Observe)
+    app.state.tracer_provider = setup_tracing(app, settings.otlp_endpoint, service_version=__version__)
     return app
