@@ -104,7 +104,7 @@ def _new_med_request(alt_name: str, alt_rxnorm: str, patient_id: str, order: Dra
     return resource
 
 
-def _suggestions(rec: Recommendation, hook_instance: str, patient_id: str, order: DraftOrder | None) -> list[Suggestion]:
+def _suggestions(rec: Recommendation, patient_id: str, order: DraftOrder | None) -> list[Suggestion]:
     out: list[Suggestion] = []
     order_ref = rec.order_ref or (order.reference if order else None)
     for alt in rec.alternatives:
@@ -123,7 +123,7 @@ def _suggestions(rec: Recommendation, hook_instance: str, patient_id: str, order
         out.append(
             Suggestion.model_construct(
                 label=_truncate(f"Use {alt.name} instead of {rec.drug.name}", 80),
-                uuid=_uuid(hook_instance, rec.rule_id, order_ref, "alt", alt.rxnorm),
+                uuid=_uuid(rec.rule_id, order_ref, "alt", alt.rxnorm),
                 isRecommended=True if alt.recommended else None,
                 actions=actions,
             )
@@ -140,7 +140,7 @@ def _suggestions(rec: Recommendation, hook_instance: str, patient_id: str, order
             out.append(
                 Suggestion.model_construct(
                     label=_truncate(f"Adjust {rec.drug.name} dose to {new_dose:g}{unit}", 80),
-                    uuid=_uuid(hook_instance, rec.rule_id, order_ref, "dose", new_dose),
+                    uuid=_uuid(rec.rule_id, order_ref, "dose", new_dose),
                     actions=[
                         ActionModel.model_construct(
                             type="update",
@@ -155,7 +155,7 @@ def _suggestions(rec: Recommendation, hook_instance: str, patient_id: str, order
             out.append(
                 Suggestion.model_construct(
                     label=_truncate(f"Order {gene} genotyping", 80),
-                    uuid=_uuid(hook_instance, rec.rule_id, order_ref, "test", gene),
+                    uuid=_uuid(rec.rule_id, order_ref, "test", gene),
                     actions=[
                         ActionModel.model_construct(
                             type="create",
@@ -207,15 +207,17 @@ def evidence(rec: Recommendation) -> dict:
     return out
 
 
-def build_card(
+def build_card_template(
     rec: Recommendation,
     *,
-    hook_instance: str,
     patient_id: str,
     order: DraftOrder | None = None,
     app_url: str | None = None,
 ) -> Card:
-    suggestions = _suggestions(rec, hook_instance, patient_id, order)
+    """The card for one recommendation, with uuids that do not yet depend on the hook instance.
+    Everything here is a function of its arguments, so callers may reuse a template across requests;
+    `bind_hook_instance` gives each request its own stable uuids."""
+    suggestions = _suggestions(rec, patient_id, order)
     links = [Link.model_construct(label="CPIC guideline", url=rec.guideline_url, type="absolute")]
     if app_url:
         links.append(
@@ -227,7 +229,7 @@ def build_card(
             )
         )
     return Card.model_construct(
-        uuid=_uuid(hook_instance, rec.rule_id, rec.order_ref, rec.drug.rxnorm),
+        uuid=_uuid(rec.rule_id, rec.order_ref, rec.drug.rxnorm),
         summary=_truncate(rec.summary),
         detail=_detail(rec),
         indicator=rec.indicator,  # type: ignore[arg-type]
@@ -242,6 +244,28 @@ def build_card(
         links=links,
         extension={EXTENSION_KEY: evidence(rec)},
     )
+
+
+def bind_hook_instance(template: Card, hook_instance: str) -> Card:
+    """The template with uuids for this hook instance: the same hookInstance and card always give the
+    same uuids (retries are idempotent); another hookInstance gives new ones."""
+    update: dict = {"uuid": _uuid(hook_instance, template.uuid)}
+    if template.suggestions:
+        update["suggestions"] = [
+            s.model_copy(update={"uuid": _uuid(hook_instance, s.uuid)}) for s in template.suggestions
+        ]
+    return template.model_copy(update=update)
+
+
+def build_card(
+    rec: Recommendation,
+    *,
+    hook_instance: str,
+    patient_id: str,
+    order: DraftOrder | None = None,
+    app_url: str | None = None,
+) -> Card:
+    return bind_hook_instance(build_card_template(rec, patient_id=patient_id, order=order, app_url=app_url), hook_instance)
 
 
 def build_cards(

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from service.auth.jwt import Principal
 from service.cache.store import KV
-from service.cards.builder import build_cards
+from service.cards.builder import bind_hook_instance, build_card_template
 from service.config import Settings
 from service.feedback.store import card_rule_key
 from service.fhir.client import FhirClient, validate_fhir_server
@@ -76,6 +76,7 @@ class Deps:
     # derived-result memos: snapshot by prefetch content / by cached bytes, recommendations by order
     snapshots: _Memo = field(default_factory=_Memo)
     recommendations: _Memo = field(default_factory=lambda: _Memo(2048))
+    card_templates: _Memo = field(default_factory=lambda: _Memo(2048))
     written: _Memo = field(default_factory=lambda: _Memo(8192))  # (key, value) -> when we last wrote it
 
 
@@ -261,7 +262,9 @@ async def _dedupe_and_remember(cards: list[Card], hook: str, deps: Deps, pkey: s
     return out
 
 
-def _evaluate(deps: Deps, snap: Snapshot, content_id: str, order: DraftOrder, today: date) -> list[Recommendation]:
+def _evaluate(
+    deps: Deps, snap: Snapshot, content_id: str, order: DraftOrder, today: date
+) -> tuple[list[Recommendation], tuple]:
     """evaluate_order, memoised on (snapshot content, what the engine reads of the order, today)."""
     memo_key = (
         content_id,
@@ -274,7 +277,7 @@ def _evaluate(deps: Deps, snap: Snapshot, content_id: str, order: DraftOrder, to
     )
     cached = deps.recommendations.get(memo_key)
     if cached is not None:
-        return cached
+        return cached, memo_key
     out = []
     for rec in evaluate_order(deps.knowledge, snap.profile, order, snap.patient, settings=deps.settings):
         if rec.order_ref is None:
@@ -282,7 +285,20 @@ def _evaluate(deps: Deps, snap: Snapshot, content_id: str, order: DraftOrder, to
         if rec.interruptive:
             out.append(rec)
     deps.recommendations.put(memo_key, out)
-    return out
+    return out, memo_key
+
+
+def _order_cards(
+    deps: Deps, recs: list[Recommendation], recs_key: tuple, order: DraftOrder, patient_id: str, app_url: str | None
+) -> list[Card]:
+    """Card templates for one order's recommendations, memoised on everything they are built from."""
+    key = (recs_key, patient_id, app_url, order.encounter, order.requester,
+           hashlib.sha1(orjson.dumps(order.resource)).digest())
+    templates = deps.card_templates.get(key)
+    if templates is None:
+        templates = [build_card_template(r, patient_id=patient_id, order=order, app_url=app_url) for r in recs]
+        deps.card_templates.put(key, templates)
+    return templates
 
 
 async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal: Principal | None) -> Outcome:
@@ -301,17 +317,25 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
         if hook == "order-select" and not req.context.selections:
             raise HookError(400, "context.selections is required for order-select")
         selections = req.context.selections if hook == "order-select" else None
-        orders = extract_orders(req.context.draftOrders, selections)
-        token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
-        if any(o.codes == [] and not o.text for o in orders) or any(
-            (o.resource.get("medicationReference") or {}).get("reference") for o in orders
-        ):
-            orders = await resolve_medications(
-                orders, prefetch=req.prefetch, draft_orders=req.context.draftOrders, fhir_server=fhir_server,
-                access_token=token, client=deps.fhir, settings=s,
+        orders_key = ("orders", hashlib.sha1(orjson.dumps([selections, req.context.draftOrders])).digest())
+        memo = deps.snapshots.get(orders_key)
+        if memo is not None:  # the same draft orders as a recent request: same drugs
+            orders, drug_orders = memo
+        else:
+            orders = extract_orders(req.context.draftOrders, selections)
+            needs_lookup = any(o.codes == [] and not o.text for o in orders) or any(
+                (o.resource.get("medicationReference") or {}).get("reference") for o in orders
             )
-        drug_orders = [(o, recognise(deps.knowledge, o)) for o in orders]
-        drug_orders = [(o, d) for o, d in drug_orders if d]
+            if needs_lookup:
+                token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
+                orders = await resolve_medications(
+                    orders, prefetch=req.prefetch, draft_orders=req.context.draftOrders, fhir_server=fhir_server,
+                    access_token=token, client=deps.fhir, settings=s,
+                )
+            drug_orders = [(o, recognise(deps.knowledge, o)) for o in orders]
+            drug_orders = [(o, d) for o, d in drug_orders if d]
+            if not needs_lookup:
+                deps.snapshots.put(orders_key, (orders, drug_orders))
         if not drug_orders:
             return Outcome(CdsResponse(cards=[]))
 
@@ -328,15 +352,18 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
         )
 
     recs: list[Recommendation] = []
+    app_url = _app_url(s, req)
     if hook == "patient-view":
         recs = summarize_profile(deps.knowledge, snap.profile, snap.patient, settings=s)
+        templates = [build_card_template(r, patient_id=patient_id, app_url=app_url) for r in recs]
     else:
         today = date.today()
+        templates = []
         for order, _drugs in drug_orders:
-            recs.extend(_evaluate(deps, snap, content_id, order, today))
-    by_ref = {o.reference: o for o in orders if o.reference}
-    app_url = _app_url(s, req)
-    cards = build_cards(recs, hook_instance=req.hookInstance, patient_id=patient_id, orders=by_ref, app_url=app_url)
+            order_recs, recs_key = _evaluate(deps, snap, content_id, order, today)
+            recs.extend(order_recs)
+            templates.extend(_order_cards(deps, order_recs, recs_key, order, patient_id, app_url))
+    cards = [bind_hook_instance(t, req.hookInstance) for t in templates]
     cards = await _dedupe_and_remember(cards, hook, deps, pkey)
     for c in cards:
         rule = (c.extension or {}).get("pgx-cds", {}).get("recommendation", {}).get("ruleId", "")
