@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -91,6 +92,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "configure PGX_CDS_ISSUERS for anything else.",
             )
         log.info("started", version=__version__, knowledge=knowledge.version, cache=kv.backend)
+        # The knowledge base is a large, long-lived object graph: move it out of the collector's way so
+        # full collections do not traverse it on every cycle (lower p99 under load).
+        gc.collect()
+        gc.freeze()
         yield
         if app.state.tracer_provider is not None:
             app.state.tracer_provider.shutdown()
