@@ -103,19 +103,24 @@ def _has_usable_prefetch(prefetch: dict[str, Any] | None, key: str) -> bool:
     return not (isinstance(value, dict) and value.get("resourceType") == "OperationOutcome")
 
 
-def _checked_fhir_server(req: HookRequest, deps: Deps, principal: Principal | None) -> str | None:
+def _checked_fhir_server(req: HookRequest, deps: Deps, principal: Principal | None) -> tuple[str | None, str | None]:
+    """(the FHIR server we may contact, why the one sent may not be contacted).
+
+    A fhirServer that is not https (outside the dev profile) or not configured for the calling issuer is
+    never contacted (no server-side request forgery). The request is still answered from prefetch;
+    only when data would have to be fetched does the 412 say why it could not be."""
     if req.fhirServer is None:
-        return None
+        return None, None
     s = deps.settings
     allowed = None
     if principal is not None and not s.dev_mode:
         allowed = principal.issuer.fhir_servers
         if not allowed:
-            raise HookError(400, "fhirServer is not allowed: no FHIR servers are configured for this issuer")
+            return None, "no FHIR servers are configured for this issuer"
     try:
-        return validate_fhir_server(req.fhirServer, allowed=allowed, allow_http=s.fhir.allow_http)
+        return validate_fhir_server(req.fhirServer, allowed=allowed, allow_http=s.fhir.allow_http), None
     except ValueError as exc:
-        raise HookError(400, f"fhirServer rejected: {exc}") from None
+        return None, str(exc)
 
 
 async def _load_snapshot(
@@ -304,7 +309,9 @@ def _order_cards(
 async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal: Principal | None) -> Outcome:
     s = deps.settings
     hook = service.hook
-    fhir_server = _checked_fhir_server(req, deps, principal)
+    fhir_server, refused = _checked_fhir_server(req, deps, principal)
+    if refused:
+        log.warning("fhir_server_refused", reason=refused)
     if req.fhirAuthorization is not None and req.fhirServer is None:
         raise HookError(400, "fhirAuthorization requires fhirServer")
     patient_id = req.context.patientId
@@ -339,16 +346,17 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
         if not drug_orders:
             return Outcome(CdsResponse(cards=[]))
 
-    pkey = patient_hash(s.log_salt, fhir_server, patient_id)
+    # the cache/log key names the EHR the patient id belongs to, even when we may not contact it
+    pkey = patient_hash(s.log_salt, fhir_server or req.fhirServer, patient_id)
     cache_key = f"snap:{hashlib.sha256(deps.knowledge.version.encode()).hexdigest()[:12]}:{pkey}"
     snap, source, calls, content_id = await _load_snapshot(req, deps, fhir_server, cache_key, hook)
     if not snap.patient.observations_available:
         metrics.PREFETCH_412.labels(service=service.id).inc()
+        why = f"fhirServer was not contacted: {refused}" if refused else (
+            "the patient's genomic Observations could not be read from fhirServer" if req.fhirServer
+            else "no fhirServer was given")
         raise HookError(
-            412,
-            f"Required data unavailable: prefetch '{_OBS_KEY}' was not provided and the patient's genomic "
-            "Observations could not be read from fhirServer",
-            code="processing",
+            412, f"Required data unavailable: prefetch '{_OBS_KEY}' was not provided and {why}", code="processing"
         )
 
     recs: list[Recommendation] = []

@@ -190,8 +190,17 @@ def test_jwks_fetched_from_issuer_url_and_refreshed_on_unknown_kid(tmp_path):
             assert all("attacker" not in str(call.request.url) for call in m.calls)
 
 
-def test_fhir_server_not_configured_for_issuer_is_rejected(authed):
-    body = rq.order_select(fhirServer="https://other-ehr.example/fhir")
-    r = authed.post(SVC, json=body, headers=H(token(BASE + SVC)))
-    assert r.status_code == 400
-    assert "fhirServer" in r.json()["issue"][0]["diagnostics"]
+def test_fhir_server_not_configured_for_issuer_is_never_contacted(authed):
+    import respx
+
+    with respx.mock(assert_all_mocked=True) as m:
+        body = rq.order_select(fhirServer="https://other-ehr.example/fhir", prefetch=False,
+                               fhirAuthorization={"access_token": "t", "token_type": "Bearer", "expires_in": 60,
+                                                  "scope": "patient/*.read", "subject": "s"})
+        r = authed.post(SVC, json=body, headers=H(token(BASE + SVC)))
+        assert r.status_code == 412
+        assert "not one of the FHIR servers configured" in r.json()["issue"][0]["diagnostics"]
+        assert m.calls.call_count == 0  # no server-side request forgery
+        # the same request with complete prefetch is still answered
+        r = authed.post(SVC, json=rq.order_select(fhirServer="https://other-ehr.example/fhir"), headers=H(token(BASE + SVC)))
+        assert r.status_code == 200 and r.json()["cards"]

@@ -237,11 +237,17 @@ def test_fhir_server_failing_gives_412_not_500(respx_mock, client):
     assert "t0k" not in r.text
 
 
-def test_http_fhir_server_rejected_in_production_profile(client):
+@respx.mock(assert_all_mocked=True)
+def test_http_fhir_server_never_contacted_in_production_profile(respx_mock, client):
     body = rq.order_select(fhirServer="http://fhir.example.org/r4")
     r = post(client, "pgx-order-select", body)
-    assert r.status_code == 400
+    assert r.status_code == 200 and r.json()["cards"]  # answered from prefetch
+    body = rq.order_select(fhirServer="http://fhir.example.org/r4", prefetch=False)
+    body["context"]["patientId"] = "not-cached-patient"
+    r = post(client, "pgx-order-select", body)
+    assert r.status_code == 412
     assert "https" in r.json()["issue"][0]["diagnostics"]
+    assert respx_mock.calls.call_count == 0
 
 
 @pytest.mark.parametrize("make", [
