@@ -32,6 +32,13 @@ def _settings():
         raise typer.Exit(2) from None
 
 
+def _knowledge_dir() -> Path:
+    """The knowledge directory without loading the whole configuration (fast start for lookups)."""
+    from service.config import REPO_ROOT
+
+    return Path(os.environ.get("PGX_CDS_KNOWLEDGE_DIR", REPO_ROOT / "cards"))
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -120,12 +127,10 @@ def evaluate(request_file: Path = typer.Argument(..., help="a CDS Hooks request 
 @app.command()
 def phenotype(args: list[str] = typer.Argument(None, help="GENE DIPLOTYPE [GENE DIPLOTYPE ...]; none: read GENE<TAB>DIPLOTYPE lines on stdin")) -> None:
     """Diplotype -> CPIC phenotype, one JSON object per input line."""
-    from service.config import REPO_ROOT
     from service.pgx.genes import load_genes
     from service.pgx.phenotype import phenotype_json
 
-    kdir = Path(os.environ.get("PGX_CDS_KNOWLEDGE_DIR", REPO_ROOT / "cards"))
-    genes = load_genes(kdir / "genes")
+    genes = load_genes(_knowledge_dir() / "genes")
     pairs: list[tuple[str, str]] = []
     if args:
         if len(args) % 2:
@@ -150,10 +155,9 @@ def phenotype(args: list[str] = typer.Argument(None, help="GENE DIPLOTYPE [GENE 
 @knowledge_app.command("check")
 def knowledge_check(directory: Optional[Path] = typer.Option(None, "--dir", help="knowledge directory")) -> None:
     """Validate every gene and guideline file; exit 1 if anything is wrong."""
-    from service.config import REPO_ROOT
     from service.pgx.knowledge import check_knowledge
 
-    problems = check_knowledge(directory or Path(os.environ.get("PGX_CDS_KNOWLEDGE_DIR", REPO_ROOT / "cards")))
+    problems = check_knowledge(directory or _knowledge_dir())
     for p in problems:
         typer.echo(str(p))
     if problems:
@@ -165,10 +169,9 @@ def knowledge_check(directory: Optional[Path] = typer.Option(None, "--dir", help
 @knowledge_app.command("list")
 def knowledge_list(directory: Optional[Path] = typer.Option(None, "--dir", help="knowledge directory")) -> None:
     """Print the genes and drugs covered."""
-    from service.config import REPO_ROOT
     from service.pgx.knowledge import list_knowledge, load_knowledge
 
-    k = load_knowledge(directory or Path(os.environ.get("PGX_CDS_KNOWLEDGE_DIR", REPO_ROOT / "cards")))
+    k = load_knowledge(directory or _knowledge_dir())
     for row in list_knowledge(k):
         typer.echo(json.dumps(row, ensure_ascii=False))
 

@@ -12,6 +12,7 @@ never a silent drop and never "Normal". Codes and the HGNC table live in ``fhir_
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +27,17 @@ from service.fhir.models import PatientData
 from service.fhir.patient_data import REF_KEY, observation_time
 from service.pgx.models import GeneResult, GenomicProfile, UnreadableResult
 
-CODES_FILE = REPO_ROOT / "fhir_profiles" / "codes.yaml"
+def codes_file() -> Path:
+    """Where ``codes.yaml`` is: ``$PGX_CDS_FHIR_PROFILES_DIR``, else ``fhir_profiles/`` beside the knowledge
+    directory (``$PGX_CDS_KNOWLEDGE_DIR``, as in the container image: /app/cards and /app/fhir_profiles),
+    else the source checkout's ``fhir_profiles/``."""
+    explicit = os.environ.get("PGX_CDS_FHIR_PROFILES_DIR")
+    if explicit:
+        return Path(explicit) / "codes.yaml"
+    knowledge = os.environ.get("PGX_CDS_KNOWLEDGE_DIR")
+    if knowledge and (Path(knowledge).parent / "fhir_profiles" / "codes.yaml").is_file():
+        return Path(knowledge).parent / "fhir_profiles" / "codes.yaml"
+    return REPO_ROOT / "fhir_profiles" / "codes.yaml"
 
 _USED = frozenset({"final", "amended", "corrected"})
 _IGNORED = frozenset({"entered-in-error", "cancelled"})
@@ -93,9 +104,18 @@ class _Tables:
     systems: dict[str, frozenset[str]]
 
 
+def tables(path: Path | None = None) -> _Tables:
+    """Code tables from ``fhir_profiles/codes.yaml`` (located and loaded once)."""
+    return _tables(path) if path is not None else _default_tables()
+
+
 @lru_cache(maxsize=1)
-def tables(path: Path = CODES_FILE) -> _Tables:
-    """Code tables from ``fhir_profiles/codes.yaml`` (loaded once)."""
+def _default_tables() -> _Tables:
+    return _tables(codes_file())
+
+
+@lru_cache(maxsize=4)
+def _tables(path: Path) -> _Tables:
     if not path.is_file():
         raise RuntimeError(f"code table {path} is missing: pgx-cds needs fhir_profiles/codes.yaml")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -95,3 +95,28 @@ def test_log_scanner_catches_what_it_must():
     assert scan_log_for_phi('{"jwt": "eyJhbGciOiJFUzM4NCJ9.e30.x"}')
     assert scan_log_for_phi('{"patient": "pgx-demo-1"}')
     assert not scan_log_for_phi('{"event": "request", "patient_hash": "cb46717ef9a34b2b", "status": 200}')
+
+
+def test_installed_layout_finds_fhir_code_tables_beside_the_knowledge_dir(tmp_path):
+    """Regression: an installed (non-checkout) package looked for fhir_profiles/ inside site-packages,
+    so the container image failed on the first genomic result. It now finds them beside the knowledge
+    directory, as the image lays them out (/app/cards, /app/fhir_profiles)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    app = tmp_path / "app"
+    shutil.copytree(root / "cards", app / "cards")
+    shutil.copytree(root / "fhir_profiles", app / "fhir_profiles")
+    site = tmp_path / "site"
+    shutil.copytree(root / "service", site / "service")  # the package alone, as a wheel installs it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGX_CDS_")}
+    env.update(PYTHONPATH=str(site), PGX_CDS_KNOWLEDGE_DIR=str(app / "cards"), PGX_CDS_LOG_LEVEL="error")
+    out = subprocess.run([sys.executable, "-m", "service.cli", "evaluate",
+                          str(root / "fhir_profiles" / "examples" / "order-select-clopidogrel.json")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert '"indicator": "critical"' in out.stdout
