@@ -29,6 +29,7 @@ from service.hooks.router import router as hooks_router
 from service.observability import metrics
 from service.observability.logging import configure_logging
 from service.observability.tracing import setup_tracing
+from service.smart.router import router as smart_router
 from service.pgx.knowledge import load_knowledge
 
 log = structlog.get_logger("pgx_cds")
@@ -162,12 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(body, media_type=ctype)
 
     app.include_router(hooks_router)
-    try:
-        from service.smart.router import router as smart_router
-    except ImportError:  # the SMART app is optional at import time
-        smart_router = None
-    if smart_router is not None:
-        app.include_router(smart_router, prefix=settings.smart_app_path)
+    app.include_router(smart_router, prefix=settings.smart_app_path)
 
     origins = settings.cors_origins or (["*"] if settings.dev_mode or settings.profile == "dev" else [])
     if origins:

@@ -59,7 +59,6 @@ def test_evaluate_bad_input_exits_2(tmp_path):
 
 def test_phenotype_batch_from_stdin_with_errors_per_line():
     lines = "CYP2C19\t*1/*17\nNOTAGENE\t*1/*1\nCYP2D6\t*1/\nCYP2D6\t*1/*41\n" * 250  # 1,000 lines
-    t = time.perf_counter()
     r = cli("phenotype", input=lines)
     assert r.returncode == 0, r.stderr
     out = [json.loads(x) for x in r.stdout.splitlines()]

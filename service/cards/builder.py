@@ -17,7 +17,6 @@ import copy
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable
 
 from service.fhir.models import DraftOrder
 from service.hooks.schemas import ActionModel, Card, Coding, Link, Source, Suggestion
@@ -255,31 +254,3 @@ def bind_hook_instance(template: Card, hook_instance: str) -> Card:
             s.model_copy(update={"uuid": _uuid(hook_instance, s.uuid)}) for s in template.suggestions
         ]
     return template.model_copy(update=update)
-
-
-def build_card(
-    rec: Recommendation,
-    *,
-    hook_instance: str,
-    patient_id: str,
-    order: DraftOrder | None = None,
-    app_url: str | None = None,
-) -> Card:
-    return bind_hook_instance(build_card_template(rec, patient_id=patient_id, order=order, app_url=app_url), hook_instance)
-
-
-def build_cards(
-    recs: Iterable[Recommendation],
-    *,
-    hook_instance: str,
-    patient_id: str,
-    orders: dict[str, DraftOrder] | None = None,
-    app_url: str | None = None,
-) -> list[Card]:
-    orders = orders or {}
-    return [
-        build_card(
-            r, hook_instance=hook_instance, patient_id=patient_id, order=orders.get(r.order_ref or ""), app_url=app_url
-        )
-        for r in recs
-    ]

@@ -93,7 +93,6 @@ class Outcome:
     patient_key: str | None = None
     source: str = "none"
     fhir_calls: int = 0
-    recommendations: list[Recommendation] = field(default_factory=list)
 
 
 def _has_usable_prefetch(prefetch: dict[str, Any] | None, key: str) -> bool:
@@ -376,7 +375,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     for c in cards:
         rule = (c.extension or {}).get("pgx-cds", {}).get("recommendation", {}).get("ruleId", "")
         metrics.CARDS.labels(indicator=c.indicator, rule=rule).inc()
-    return Outcome(CdsResponse(cards=cards), patient_key=pkey, source=source, fhir_calls=calls, recommendations=recs)
+    return Outcome(CdsResponse(cards=cards), patient_key=pkey, source=source, fhir_calls=calls)
 
 
 def _app_url(s: Settings, req: HookRequest) -> str | None:
@@ -384,7 +383,3 @@ def _app_url(s: Settings, req: HookRequest) -> str | None:
     if not base:
         return None
     return base.rstrip("/") + s.smart_app_path + "/launch"
-
-
-def now_ms() -> float:
-    return time.perf_counter() * 1000

@@ -11,8 +11,8 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from service.auth.jwt import AuthError, Principal
-from service.hooks.discovery import SERVICES, discovery
-from service.hooks.errors import HookError, error_response
+from service.hooks.discovery import SERVICES
+from service.hooks.errors import HookError
 from service.hooks.pipeline import run_hook
 from service.hooks.schemas import FeedbackRequest, HookRequest
 from service.observability import metrics

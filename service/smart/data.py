@@ -12,8 +12,13 @@ from typing import Any
 
 import structlog
 
+from service.fhir.client import Budget
+from service.fhir.genomics import build_profile
 from service.fhir.models import PatientData
+from service.fhir.patient_data import load_patient_data
+from service.pgx.engine import summarize_profile
 from service.pgx.models import DrugRef, GenomicProfile, Recommendation
+from service.pgx.phenotype import annotate_profile
 from service.smart.oauth import SmartError
 
 log = structlog.get_logger("pgx_cds.smart")
@@ -31,26 +36,6 @@ class LoadedProfile:
     patient_resource: dict[str, Any] | None
 
 
-def _engine() -> tuple[Any, Any, Any, Any, Any]:
-    """The engine functions, imported late so the app still starts (and says so) if one is missing."""
-    try:
-        from service.fhir.client import Budget, FhirError  # noqa: F401
-        from service.fhir.genomics import build_profile
-        from service.fhir.patient_data import load_patient_data
-        from service.pgx.engine import summarize_profile
-        from service.pgx.phenotype import annotate_profile
-    except ImportError as exc:
-        log.error("smart_engine_missing", module=getattr(exc, "name", None))
-        raise SmartError(
-            "engine_unavailable",
-            "The PGx engine is not available",
-            "This service is not fully installed. Please contact the team that runs PGx decision support.",
-            503,
-            relaunch=False,
-        ) from None
-    return load_patient_data, build_profile, annotate_profile, summarize_profile, Budget
-
-
 def _is_unauthorized(exc: BaseException) -> bool:
     return getattr(exc, "kind", None) == "unauthorized" or getattr(exc, "status", None) == 401
 
@@ -63,7 +48,6 @@ DATA_HOOK = "order-select"
 
 async def load_profile(state: Any, *, iss: str, patient_id: str, token: str, budget_s: float) -> LoadedProfile:
     """Read and evaluate everything for the page. Raises TokenRejected on a FHIR 401, SmartError otherwise."""
-    load_patient_data, build_profile, annotate_profile, summarize_profile, Budget = _engine()
     from service.fhir.client import FhirError
 
     settings = state.settings

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
 
 import httpx
-import pytest
 import redis
 import respx
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from tests.hooks import requests as rq
 from tests.hooks.conftest import make_client

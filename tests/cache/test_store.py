@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 
 from service.cache.store import InProcessKV, RedisKV
 from tests.helpers import free_port

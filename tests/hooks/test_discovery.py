@@ -1,8 +1,6 @@
 """Checklist 1-5: discovery."""
 
-import json
 import re
-from pathlib import Path
 
 SPEC_CONTEXT_TOKENS = {"{{context.patientId}}", "{{context.userId}}", "{{context.encounterId}}",
                        "{{userPractitionerId}}", "{{userPractitionerRoleId}}", "{{userPatientId}}", "{{userRelatedPersonId}}"}
