@@ -47,7 +47,8 @@ def _ms(value: str) -> float:
     return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60_000}[unit]
 
 
-def _wrk(url: str, *, body: bytes | None, connections: int, duration: int, headers: dict[str, str] | None = None) -> Result:
+def _wrk(url: str, *, body: bytes | None, connections: int, duration: int, headers: dict[str, str] | None = None,
+         fresh_patient: bool = False) -> Result:
     script = None
     args = ["wrk", "-t1" if connections < 2 else "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
     if body is not None:
@@ -58,6 +59,10 @@ def _wrk(url: str, *, body: bytes | None, connections: int, duration: int, heade
         os.write(fd, (
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n' + hdrs +
             f'local f = io.open("{bodyfile}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+            + ('local n = 0\nrequest = function() n = n + 1\n'
+               '  return wrk.format(nil, nil, nil, (wrk.body:gsub("pgx%-demo%-1", "fresh-" .. n))) end\n'
+               if fresh_patient else '')
+            +
             'function response(status, headers, body) if status ~= 200 then errors = (errors or 0) + 1 end end\n'
         ).encode())
         os.close(fd)
@@ -96,7 +101,7 @@ def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "al
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk); `make bench` installs it")
         return 2
-    wanted = set(scenarios.split(",")) if scenarios != "all" else {"baseline", "prefetch", "cached", "cold", "onecon", "workers"}
+    wanted = set(scenarios.split(",")) if scenarios != "all" else {"baseline", "prefetch", "fresh", "cached", "cold", "onecon", "workers"}
     results: dict[str, Result] = {}
     procs: list = []
     redis = RedisProcess(port=free_port())
@@ -136,6 +141,10 @@ def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "al
             _warm(url, prefetch_bytes)
             results["prefetch"] = _wrk(url, body=prefetch_bytes, connections=connections, duration=duration)
             results["prefetch"].note = "order-select, full prefetch, 1 critical card"
+        if "fresh" in wanted:
+            results["fresh"] = _wrk(url, body=prefetch_bytes, connections=connections, duration=duration,
+                                    fresh_patient=True)
+            results["fresh"].note = "as prefetch, but a different patient every request (nothing memoised)"
         if "onecon" in wanted:
             results["onecon"] = _wrk(url, body=prefetch_bytes, connections=1, duration=max(duration // 2, 3))
             results["onecon"].note = "as prefetch, 1 connection"

@@ -245,6 +245,26 @@ def build_card_template(
     )
 
 
+class CardTemplate:
+    """A built card and its JSON form, reusable across requests; `bind` gives one request its card."""
+
+    __slots__ = ("card", "data")
+
+    def __init__(self, card: Card) -> None:
+        self.card = card
+        self.data = card.model_dump(mode="json", exclude_none=True)
+
+    def bind(self, hook_instance: str) -> tuple[Card, dict]:
+        """(the card model, its JSON-ready dict) with this hook instance's uuids."""
+        card = bind_hook_instance(self.card, hook_instance)
+        data = {**self.data, "uuid": card.uuid}
+        if card.suggestions:
+            data["suggestions"] = [
+                {**sd, "uuid": sc.uuid} for sd, sc in zip(self.data["suggestions"], card.suggestions, strict=True)
+            ]
+        return card, data
+
+
 def bind_hook_instance(template: Card, hook_instance: str) -> Card:
     """The template with uuids for this hook instance: the same hookInstance and card always give the
     same uuids (retries are idempotent); another hookInstance gives new ones."""

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from service.auth.jwt import Principal
 from service.cache.store import KV
-from service.cards.builder import bind_hook_instance, build_card_template
+from service.cards.builder import CardTemplate, build_card_template
 from service.config import Settings
 from service.feedback.store import card_rule_key
 from service.fhir.client import FhirClient, validate_fhir_server
@@ -90,6 +90,7 @@ class Snapshot(BaseModel):
 @dataclass
 class Outcome:
     response: CdsResponse
+    body: bytes = b'{"cards":[]}'  # the response JSON (the same cards, serialised once)
     patient_key: str | None = None
     source: str = "none"
     fhir_calls: int = 0
@@ -294,13 +295,15 @@ def _evaluate(
 
 def _order_cards(
     deps: Deps, recs: list[Recommendation], recs_key: tuple, order: DraftOrder, patient_id: str, app_url: str | None
-) -> list[Card]:
+) -> list[CardTemplate]:
     """Card templates for one order's recommendations, memoised on everything they are built from."""
     key = (recs_key, patient_id, app_url, order.encounter, order.requester,
            hashlib.sha1(orjson.dumps(order.resource)).digest())
     templates = deps.card_templates.get(key)
     if templates is None:
-        templates = [build_card_template(r, patient_id=patient_id, order=order, app_url=app_url) for r in recs]
+        templates = [
+            CardTemplate(build_card_template(r, patient_id=patient_id, order=order, app_url=app_url)) for r in recs
+        ]
         deps.card_templates.put(key, templates)
     return templates
 
@@ -362,7 +365,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     app_url = _app_url(s, req)
     if hook == "patient-view":
         recs = summarize_profile(deps.knowledge, snap.profile, snap.patient, settings=s)
-        templates = [build_card_template(r, patient_id=patient_id, app_url=app_url) for r in recs]
+        templates = [CardTemplate(build_card_template(r, patient_id=patient_id, app_url=app_url)) for r in recs]
     else:
         today = date.today()
         templates = []
@@ -370,12 +373,14 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
             order_recs, recs_key = _evaluate(deps, snap, content_id, order, today)
             recs.extend(order_recs)
             templates.extend(_order_cards(deps, order_recs, recs_key, order, patient_id, app_url))
-    cards = [bind_hook_instance(t, req.hookInstance) for t in templates]
-    cards = await _dedupe_and_remember(cards, hook, deps, pkey)
+    bound = [t.bind(req.hookInstance) for t in templates]
+    cards = await _dedupe_and_remember([c for c, _ in bound], hook, deps, pkey)
+    kept = {id(c) for c in cards}
+    body = orjson.dumps({"cards": [d for c, d in bound if id(c) in kept]})
     for c in cards:
         rule = (c.extension or {}).get("pgx-cds", {}).get("recommendation", {}).get("ruleId", "")
         metrics.CARDS.labels(indicator=c.indicator, rule=rule).inc()
-    return Outcome(CdsResponse(cards=cards), patient_key=pkey, source=source, fhir_calls=calls)
+    return Outcome(CdsResponse(cards=cards), body=body, patient_key=pkey, source=source, fhir_calls=calls)
 
 
 def _app_url(s: Settings, req: HookRequest) -> str | None:

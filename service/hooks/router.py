@@ -113,9 +113,7 @@ async def call_service(request: Request) -> Response:
         source=outcome.source,
         fhir_calls=outcome.fhir_calls,
     )
-    return Response(
-        outcome.response.model_dump_json(exclude_none=True).encode(), media_type="application/json"
-    )
+    return Response(outcome.body, media_type="application/json")
 
 
 async def post_feedback(request: Request) -> Response:

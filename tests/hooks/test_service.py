@@ -278,3 +278,20 @@ def test_responses_validate_against_the_strict_response_model(client, make):
                         assert a.resourceId and a.resource is None  # cds-resp-2
         for link in card.links or []:
             assert link.type == "smart" or link.appContext is None  # cds-resp-3
+
+
+def test_response_body_equals_the_card_models(client):
+    """The HTTP body is serialised from reusable card templates: it must be exactly the cards' JSON."""
+    import asyncio
+
+    from service.hooks.discovery import SERVICES
+    from service.hooks.pipeline import run_hook
+    from service.hooks.schemas import HookRequest
+
+    body = rq.order_sign(orders=[rq.CLOPIDOGREL, rq.med_request("d2", "2002", "carbamazepine")], obs=[rq.CYP2C19_PM])
+    deps = client.app.state.deps
+    for _ in range(2):  # second time from the memoised templates
+        out = asyncio.run(run_hook(SERVICES["pgx-order-sign"], HookRequest.model_validate(body), deps, None))
+        assert json.loads(out.body) == json.loads(out.response.model_dump_json(exclude_none=True))
+    http = post(client, "pgx-order-sign", body).json()
+    assert [c["uuid"] for c in http["cards"]] == [c.uuid for c in out.response.cards]
