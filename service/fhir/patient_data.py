@@ -125,7 +125,8 @@ async def load_patient_data(
     obs, foreign = _flatten(values.get("pgxObservations"), patient_id)
     if foreign:
         data.notes.append(f"{foreign} Observation(s) for another patient were ignored")
-    data.observations = _take_vitals(data, obs)
+    vitals = _of_type(values.get("vitals"), "Observation", patient_id)
+    data.observations = _take_vitals(data, obs + vitals)
     data.conditions = _of_type(values.get("conditions"), "Condition", patient_id)
     data.medications = _of_type(values.get("medications"), "MedicationRequest", patient_id)
     data.fhir_calls = budget.calls - calls_before

@@ -27,12 +27,15 @@ _PATIENT = "Patient/{{context.patientId}}"
 _OBSERVATIONS = "Observation?patient={{context.patientId}}&code=" + ",".join(PGX_OBSERVATION_CODES) + "&_count=100"
 _CONDITIONS = "Condition?patient={{context.patientId}}&clinical-status=active&_count=100"
 _MEDICATIONS = "MedicationRequest?patient={{context.patientId}}&status=active&_count=100"
+#: body weight and height, newest first: the warfarin dosing algorithm needs them (with age)
+_VITALS = f"Observation?patient={{{{context.patientId}}}}&code={LOINC}|29463-7,{LOINC}|8302-2&_sort=-date&_count=10"
 
 _ORDER_KEYS = {
     "patient": _PATIENT,
     "pgxObservations": _OBSERVATIONS,
     "conditions": _CONDITIONS,
     "medications": _MEDICATIONS,
+    "vitals": _VITALS,
 }
 
 #: hook -> {prefetch key: template}

@@ -51,6 +51,7 @@ def prefetch_from(bundle: dict[str, Any], hook: str = "order-sign") -> dict[str,
     if hook != "patient-view":
         out["conditions"] = searchset(("Condition",))
         out["medications"] = searchset(("MedicationRequest",))
+        out["vitals"] = {"resourceType": "Bundle", "type": "searchset", "entry": []}  # vitals sit in the obs above
     return out
 
 

@@ -26,8 +26,9 @@ async def _load(client, server_url, token, pid=ADA, hook="order-sign", prefetch=
 
 async def test_cold_path_with_valid_token(fhir_server, client):
     data = await _load(client, fhir_server.base_url, fhir_server.token())
-    assert data.fhir_calls == 4 and data.observations_available and data.notes == []
-    assert (data.sex, str(data.birth_date), data.weight_kg) == ("female", "1958-04-12", None)
+    assert data.fhir_calls == 5 and data.observations_available and data.notes == []
+    # weight and height come from the `vitals` search (the warfarin algorithm needs them)
+    assert (data.sex, str(data.birth_date), data.weight_kg, data.height_cm) == ("female", "1958-04-12", 68.0, 165.0)
     assert [m["id"] for m in data.medications] == [f"{ADA}-clopidogrel"]
     assert [c["id"] for c in data.conditions] == [f"{ADA}-acs"]
     prof = build_profile(data)
@@ -123,7 +124,7 @@ async def test_slow_server_budget_holds(slow_server):
         await client.aclose()
     assert data.observations_available is False
     assert any("timeout" in n or "budget" in n for n in data.notes)
-    assert 4 <= slow_server.requests <= 8  # 4 keys, at most one retry each
+    assert 5 <= slow_server.requests <= 10  # 5 keys, at most one retry each
 
 
 async def test_sekmet_token_endpoint_rejects_unknown_client(fhir_server):

@@ -28,7 +28,7 @@ OO = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code"
 def test_prefetch_templates_stay_in_the_cds_hooks_subset():
     assert set(PREFETCH) == {"order-select", "order-sign", "patient-view"}
     assert set(PREFETCH["patient-view"]) == {"patient", "pgxObservations"}
-    assert set(PREFETCH["order-sign"]) == {"patient", "pgxObservations", "conditions", "medications"}
+    assert set(PREFETCH["order-sign"]) == {"patient", "pgxObservations", "conditions", "medications", "vitals"}
     assert REQUIRED_KEYS == {"pgxObservations"}
     for keys in PREFETCH.values():
         for template in keys.values():
@@ -55,8 +55,10 @@ def test_template_to_request():
 
 
 def _routes(obs_bundle=None, patient=None):
-    """Mock the four searches; returns the routes."""
+    """Mock the five searches; returns the routes."""
     return {
+        # registered first: the vital-signs search is also an Observation search
+        "vitals": respx.get(url__regex=rf"^{re.escape(BASE)}/Observation\?.*29463-7").respond(json=EMPTY),
         "patient": respx.get(f"{BASE}/Patient/{PID}").respond(
             json=patient or {"resourceType": "Patient", "id": PID, "gender": "female", "birthDate": "1958-04"}),
         "pgxObservations": respx.get(url__startswith=f"{BASE}/Observation").respond(json=obs_bundle or EMPTY),
@@ -86,7 +88,8 @@ async def test_complete_prefetch_makes_zero_calls(client, fhir_settings, bundles
 async def test_null_and_empty_bundle_mean_no_data_and_are_not_refetched(client, fhir_settings):
     routes = _routes()
     data = await _load(client, fhir_settings, {"patient": None, "pgxObservations": EMPTY, "conditions": EMPTY,
-                                               "medications": {"resourceType": "Bundle", "type": "searchset"}})
+                                               "medications": {"resourceType": "Bundle", "type": "searchset"},
+                                               "vitals": None})
     assert data.fhir_calls == 0 and not any(r.called for r in routes.values())
     assert data.observations_available and data.observations == [] and data.birth_date is None
 
@@ -138,8 +141,8 @@ async def test_no_prefetch_fetches_everything_in_parallel(client, fhir_settings)
     for rtype in ("Observation", "Condition", "MedicationRequest"):
         respx.get(url__startswith=f"{BASE}/{rtype}").mock(side_effect=slow(EMPTY))
     data = await _load(client, fhir_settings, None)
-    assert data.fhir_calls == 4 and data.observations_available
-    assert peak == 4  # all four requests were in flight together
+    assert data.fhir_calls == 5 and data.observations_available
+    assert peak == 5  # all five requests were in flight together
 
 
 @respx.mock
@@ -154,7 +157,8 @@ async def test_patient_view_needs_only_two_keys(client, fhir_settings):
 async def test_required_key_failure_marks_unavailable(client, fhir_settings):
     routes = _routes()
     routes["pgxObservations"].respond(500)
-    data = await _load(client, fhir_settings, {"patient": None, "conditions": EMPTY, "medications": EMPTY})
+    data = await _load(client, fhir_settings, {"patient": None, "conditions": EMPTY, "medications": EMPTY,
+                                               "vitals": EMPTY})
     assert data.observations_available is False
     assert routes["pgxObservations"].call_count == 2  # one retry
     assert any("pgxObservations" in n and "http 500" in n for n in data.notes)

@@ -75,6 +75,7 @@ def order_select(*, obs: list[dict] | None = None, orders: list[dict] | None = N
             "pgxObservations": bundle(*(obs if obs is not None else [CYP2C19_PM])),
             "conditions": bundle(),
             "medications": bundle(),
+            "vitals": bundle(),
         }
     body.update(extra)
     return body

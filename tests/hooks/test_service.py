@@ -295,3 +295,25 @@ def test_response_body_equals_the_card_models(client):
         assert json.loads(out.body) == json.loads(out.response.model_dump_json(exclude_none=True))
     http = post(client, "pgx-order-sign", body).json()
     assert [c["uuid"] for c in http["cards"]] == [c.uuid for c in out.response.cards]
+
+
+def _vital(obs_id: str, loinc: str, value: float, unit: str) -> dict:
+    return {"resourceType": "Observation", "id": obs_id, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+            "subject": {"reference": "Patient/pgx-demo-1"}, "effectiveDateTime": "2026-10-01",
+            "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}
+
+
+def test_warfarin_dose_from_the_pharmacogenetic_algorithm_when_vitals_are_prefetched(client):
+    """Issue 3: the IWPC algorithm runs when age (Patient), height and weight (the `vitals` prefetch) are known."""
+    obs = [rq.genotype("o-2c9", "CYP2C9", "HGNC:2623", "*1/*3"), rq.genotype("o-vk", "VKORC1", "HGNC:23663", "-1639 AG")]
+    body = rq.order_select(obs=obs, orders=[rq.med_request("d-w", "11289", "warfarin", dose=5)])
+    body["prefetch"]["vitals"] = rq.bundle(_vital("w1", "29463-7", 70, "kg"), _vital("h1", "8302-2", 170, "cm"))
+    with_vitals = post(client, "pgx-order-select", body).json()["cards"]
+    body["prefetch"]["vitals"] = rq.bundle()  # new prefetch content: the newest prefetch wins over the cache
+    without = post(client, "pgx-order-select", body).json()["cards"]
+    assert with_vitals and without
+    assert "IWPC" in with_vitals[0]["detail"] and "mg/week" in with_vitals[0]["detail"]
+    genes = {g["gene"]: g["phenotype"] for g in without[0]["extension"]["pgx-cds"]["genes"]}
+    assert genes["CYP2C9"] == "Intermediate Metabolizer"  # still genotype-guided, from the same results
+    assert "mg/week" not in without[0]["detail"]
