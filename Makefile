@@ -2,20 +2,25 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-test
 
 .PHONY: run test install bench check-knowledge validate-deploy clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 ## run the service on embedded defaults (in-process cache, built-in knowledge, dev mode on 127.0.0.1:8080)
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/pgx-cds serve
 
 ## install everything and run the whole test suite (starts its own real redis-server and FHIR server)

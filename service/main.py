@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import gc
+import itertools
+import os
 import time
-import uuid
 from contextlib import asynccontextmanager
 
 import httpx
@@ -22,8 +23,8 @@ from service.cache.store import make_kv
 from service.config import Settings, get_settings
 from service.feedback.store import FeedbackStore
 from service.fhir.client import FhirClient
-from service.hooks.discovery import discovery
-from service.hooks.errors import HookError, error_response
+from service.hooks.discovery import SERVICES, discovery
+from service.hooks.errors import HookError, error_response, operation_outcome
 from service.hooks.pipeline import Deps
 from service.hooks.router import router as hooks_router
 from service.observability import metrics
@@ -35,8 +36,24 @@ from service.pgx.knowledge import load_knowledge
 log = structlog.get_logger("pgx_cds")
 
 
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count(1)
+_KNOWN_ROUTES = {*SERVICES, "healthz", "readyz", "metrics", "cds-services", "app", "docs", "openapi.json"}
+
+
+def _route_label(path: str) -> str:
+    """A bounded metric/log label for a path (never an unbounded value an attacker could choose)."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "cds-services" and len(parts) >= 2:
+        label = parts[1] if parts[1] in SERVICES else "unknown-service"
+        return label + "/feedback" if len(parts) == 3 and parts[2] == "feedback" else label
+    return parts[0] if parts[0] in _KNOWN_ROUTES else ("root" if not parts[0] else "other")
+
+
 class _Observe:
-    """ASGI middleware: request id, latency histogram per service and status, one access log line."""
+    """ASGI middleware: request id, latency histogram per service and status, one access log line, and
+    the last line of defence: an unexpected exception becomes a 500 OperationOutcome here (type logged,
+    never a traceback or message, which could carry data), so nothing reaches the server's error log."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -45,34 +62,34 @@ class _Observe:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        status_holder = {"status": 500}
-        request_id = uuid.uuid4().hex[:16]
+        state = {"status": 500, "started": False}
+        request_id = f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
         structlog.contextvars.bind_contextvars(request_id=request_id)
 
         async def _send(message):
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
+                state["status"] = message["status"]
+                state["started"] = True
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
         try:
             await self.app(scope, receive, _send)
+        except Exception as exc:  # noqa: BLE001 - fail safe: a clear 500, never a hang or a trace
+            log.error("unhandled_error", error=type(exc).__name__)
+            if not state["started"]:
+                body = orjson.dumps(operation_outcome("Internal error; the request was not evaluated", "exception"))
+                await _send({"type": "http.response.start", "status": 500,
+                             "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
         finally:
             path = scope.get("path", "")
-            parts = path.strip("/").split("/")
-            service = parts[1] if len(parts) >= 2 and parts[0] == "cds-services" else (parts[0] or "root")
-            if len(parts) == 3 and parts[2] == "feedback":
-                service += "/feedback"
+            label = _route_label(path)
             elapsed = time.perf_counter() - started
-            metrics.REQUEST_LATENCY.labels(service=service[:64], status=str(status_holder["status"])).observe(elapsed)
+            metrics.REQUEST_LATENCY.labels(service=label, status=str(state["status"])).observe(elapsed)
             if path not in ("/healthz", "/readyz", "/metrics"):
-                log.info(
-                    "request",
-                    method=scope.get("method"),
-                    route=service[:64],
-                    status=status_holder["status"],
-                    ms=round(elapsed * 1000, 2),
-                )
+                log.info("request", method=scope.get("method"), route=label, status=state["status"],
+                         ms=round(elapsed * 1000, 2))
             structlog.contextvars.clear_contextvars()
 
 
@@ -137,11 +154,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail), "processing")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled_error", error=type(exc).__name__)
-        return error_response(500, "Internal error; the request was not evaluated", "exception")
 
     app.include_router(hooks_router)  # first: the hook routes are matched on every hook call
 

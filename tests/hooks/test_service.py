@@ -317,3 +317,34 @@ def test_warfarin_dose_from_the_pharmacogenetic_algorithm_when_vitals_are_prefet
     genes = {g["gene"]: g["phenotype"] for g in without[0]["extension"]["pgx-cds"]["genes"]}
     assert genes["CYP2C9"] == "Intermediate Metabolizer"  # still genotype-guided, from the same results
     assert "mg/week" not in without[0]["detail"]
+
+
+def test_unexpected_error_is_a_clean_500_with_no_trace_or_data(monkeypatch, tmp_path, capsys):
+    """Fail safe: a bug in the pipeline gives a 500 OperationOutcome; neither the response nor any log
+    line carries the traceback or the exception message (which could hold patient data)."""
+    from fastapi.testclient import TestClient
+
+    import service.hooks.router as router
+    from service.config import Settings
+    from service.main import create_app
+
+    async def boom(*_a, **_k):
+        raise RuntimeError("secret-detail *2/*2 pgx-demo-1")
+
+    monkeypatch.setattr(router, "run_hook", boom)
+    with TestClient(create_app(Settings(feedback_file=tmp_path / "f")), raise_server_exceptions=True) as c:
+        r = post(c, "pgx-order-select", rq.order_select())
+    assert r.status_code == 500 and r.json()["resourceType"] == "OperationOutcome"
+    out = capsys.readouterr()
+    for text in (r.text, out.out, out.err):
+        assert "secret-detail" not in text and "Traceback" not in text
+    assert "unhandled_error" in out.out and "RuntimeError" in out.out
+
+
+def test_metric_labels_stay_bounded(client):
+    for i in range(5):
+        client.post(f"/cds-services/made-up-{i}", json={})
+        client.get(f"/random-{i}")
+    text = client.get("/metrics").text
+    assert "made-up" not in text and "random-" not in text
+    assert 'service="unknown-service"' in text
