@@ -348,3 +348,19 @@ def test_metric_labels_stay_bounded(client):
     text = client.get("/metrics").text
     assert "made-up" not in text and "random-" not in text
     assert 'service="unknown-service"' in text
+
+
+def test_numeric_dose_change_offers_an_update_of_the_draft_order(client):
+    """Issue 3: where CPIC gives a numeric dose change and the draft order has a dose, one suggestion
+    updates the draft order to the adjusted dose (paroxetine, CYP2D6 poor metabolizer: 50%)."""
+    obs = [rq.genotype("o-2d6", "CYP2D6", "HGNC:2625", "*4/*4")]
+    order = rq.med_request("d-par", "32937", "paroxetine", dose=20)
+    card = post(client, "pgx-order-select", rq.order_select(obs=obs, orders=[order])).json()["cards"][0]
+    assert card["indicator"] == "warning"
+    assert card["extension"]["pgx-cds"]["recommendation"]["action"] == "reduce_dose"
+    updates = [s for s in card["suggestions"] if s["actions"][0]["type"] == "update"]
+    assert len(updates) == 1
+    resource = updates[0]["actions"][0]["resource"]
+    assert resource["id"] == "d-par" and resource["resourceType"] == "MedicationRequest"
+    assert resource["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] == {"value": 10, "unit": "mg"}
+    assert card["selectionBehavior"] == "at-most-one"
