@@ -61,7 +61,8 @@ def _order(res: dict[str, Any]) -> DraftOrder:
     rid = res.get("id") if isinstance(res.get("id"), str) else None
     codes, text = medication_codes(res)
     dose, unit = _dose(res)
-    return DraftOrder(
+    # model_construct: every value below is already checked and typed by this module's readers
+    return DraftOrder.model_construct(
         resource_type="MedicationRequest",
         id=rid,
         reference=f"MedicationRequest/{rid}" if rid else None,
@@ -117,8 +118,8 @@ def _codings(cc: Any) -> list[MedicationCode]:
     out = []
     for c in _list(cc.get("coding")):
         if isinstance(c, dict) and (c.get("code") or c.get("display")):
-            out.append(MedicationCode(system=_str(c.get("system")), code=_str(c.get("code")),
-                                      display=_str(c.get("display"))))
+            out.append(MedicationCode.model_construct(system=_str(c.get("system")), code=_str(c.get("code")),
+                                                      display=_str(c.get("display"))))
     return out
 
 
