@@ -48,9 +48,14 @@ _CARD_RULE_TTL = 30 * 24 * 3600
 
 
 class _Memo:
-    """A small in-process LRU for derived, immutable results (never the source of truth)."""
+    """A small in-process LRU for derived, immutable results (never the source of truth).
 
-    def __init__(self, size: int = 2048) -> None:
+    Sized for what it is for (the same patient again within moments: order-select then order-sign,
+    several selections): a few hundred entries. Larger memos made every full garbage collection walk
+    hundreds of thousands of cached objects (measured: new-patient p99 205 ms with 2048 entries, 90 ms
+    with 512, at 32 connections)."""
+
+    def __init__(self, size: int = 512) -> None:
         self._data: OrderedDict[Any, Any] = OrderedDict()
         self._size = size
 
@@ -75,8 +80,8 @@ class Deps:
     inflight: dict[str, asyncio.Future] = field(default_factory=dict)
     # derived-result memos: snapshot by prefetch content / by cached bytes, recommendations by order
     snapshots: _Memo = field(default_factory=_Memo)
-    recommendations: _Memo = field(default_factory=lambda: _Memo(2048))
-    card_templates: _Memo = field(default_factory=lambda: _Memo(2048))
+    recommendations: _Memo = field(default_factory=lambda: _Memo(512))
+    card_templates: _Memo = field(default_factory=lambda: _Memo(512))
     written: _Memo = field(default_factory=lambda: _Memo(8192))  # (key, value) -> when we last wrote it
 
 
