@@ -49,4 +49,5 @@ class PatientData(BaseModel):
     weight_kg: float | None = None
     height_cm: float | None = None
     fhir_calls: int = 0  # outbound FHIR requests made for this request
+    obtained: list[str] = Field(default_factory=list)  # prefetch keys loaded (or tried): what a cached copy covers
     notes: list[str] = Field(default_factory=list)

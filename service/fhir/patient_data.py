@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import Any, Collection
 from urllib.parse import quote
 
 import structlog
@@ -46,8 +46,12 @@ async def load_patient_data(
     client: FhirClient,
     settings: Any,
     budget: Budget | None = None,
+    only: Collection[str] | None = None,
 ) -> PatientData:
     """Everything later stages need about the patient; never raises for FHIR/prefetch problems.
+
+    ``only`` limits what is fetched to those prefetch keys (what the ordered drugs' guidelines need);
+    prefetched keys are always used. ``obtained`` on the result names the keys whose data we have.
 
     ``settings`` is the service Settings (or FhirSettings). ``budget`` lets the caller share one deadline
     with :func:`resolve_medications`; by default one is created from ``settings.fhir.timeout_s``.
@@ -62,16 +66,19 @@ async def load_patient_data(
     fetch: list[str] = []
     follow: dict[str, str] = {}
 
+    wanted = (lambda k: True) if only is None else (lambda k: k in only)
     for key, template in templates_for(hook).items():
         if key not in prefetch:
-            fetch.append(key)
+            if wanted(key):
+                fetch.append(key)
             continue
         value = prefetch[key]
         if value is None:
             values[key] = None
         elif isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
-            notes.append(f"prefetch '{key}' was an OperationOutcome (the EHR could not fetch it); refetched")
-            fetch.append(key)
+            if wanted(key):
+                notes.append(f"prefetch '{key}' was an OperationOutcome (the EHR could not fetch it); refetched")
+                fetch.append(key)
         elif isinstance(value, dict) and value.get("resourceType") == "Bundle":
             values[key] = value
             nxt = _next(value)
@@ -80,8 +87,9 @@ async def load_patient_data(
         elif isinstance(value, dict) and isinstance(value.get("resourceType"), str) and "?" not in template:
             values[key] = value
         else:
-            notes.append(f"prefetch '{key}' was not usable FHIR data; refetched")
-            fetch.append(key)
+            if wanted(key):
+                notes.append(f"prefetch '{key}' was not usable FHIR data; refetched")
+                fetch.append(key)
 
     failed: dict[str, str] = {}
     if fetch or follow:
@@ -121,6 +129,9 @@ async def load_patient_data(
 
     data = PatientData(patient_id=patient_id, fhir_server=fhir_server, notes=notes)
     data.observations_available = not any(k in failed for k in REQUIRED_KEYS)
+    # keys we have data for, or tried and could not get (an optional key that failed is not retried on
+    # every cached request; a failed required key makes the whole result unavailable instead)
+    data.obtained = sorted(k for k in {*values, *failed} if not (k in failed and k in REQUIRED_KEYS))
     _apply_patient(data, values.get("patient"))
     obs, foreign = _flatten(values.get("pgxObservations"), patient_id)
     if foreign:

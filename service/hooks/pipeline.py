@@ -77,7 +77,7 @@ class Deps:
     knowledge: Knowledge
     fhir: FhirClient
     kv: KV
-    inflight: dict[str, asyncio.Future] = field(default_factory=dict)
+    inflight: dict[tuple, asyncio.Future] = field(default_factory=dict)
     # derived-result memos: snapshot by prefetch content / by cached bytes, recommendations by order
     snapshots: _Memo = field(default_factory=_Memo)
     recommendations: _Memo = field(default_factory=lambda: _Memo(512))
@@ -129,7 +129,7 @@ def _checked_fhir_server(req: HookRequest, deps: Deps, principal: Principal | No
 
 
 async def _load_snapshot(
-    req: HookRequest, deps: Deps, fhir_server: str | None, key: str, hook: str
+    req: HookRequest, deps: Deps, fhir_server: str | None, key: str, hook: str, needs: frozenset[str] | None
 ) -> tuple[Snapshot, str, int, str]:
     """Prefetch (always wins) > cache > FHIR fetch. Concurrent misses for one patient share one fetch.
 
@@ -141,6 +141,8 @@ async def _load_snapshot(
     caching = s.cache.profile_ttl_s > 0
     if not _has_usable_prefetch(req.prefetch, _OBS_KEY):
         near = deps.snapshots.get(("l1", key)) if caching else None
+        if near is not None and not _covers(near[1], needs):
+            near = None
         now = time.monotonic()
         if near is not None and near[0] > now:  # a few seconds of in-process memory in front of Redis
             metrics.CACHE.labels(cache="profile", result="hit").inc()
@@ -151,33 +153,37 @@ async def _load_snapshot(
             metrics.CACHE.labels(cache="profile", result="stale").inc()
             return near[1], "cache-stale", 0, near[2]
         if cached is not None:
-            metrics.CACHE.labels(cache="profile", result="hit").inc()
             content_id = "c" + hashlib.sha1(cached).hexdigest()
             snap = deps.snapshots.get(content_id)
             if snap is None:
                 snap = Snapshot.model_validate_json(cached)
                 deps.snapshots.put(content_id, snap)
-            if s.cache.local_ttl_s:
-                deps.snapshots.put(
-                    ("l1", key), (now + s.cache.local_ttl_s, snap, content_id, now + s.cache.profile_ttl_s)
-                )
-            return snap, "cache", 0, content_id
+            if _covers(snap, needs):
+                metrics.CACHE.labels(cache="profile", result="hit").inc()
+                if s.cache.local_ttl_s:
+                    deps.snapshots.put(
+                        ("l1", key), (now + s.cache.local_ttl_s, snap, content_id, now + s.cache.profile_ttl_s)
+                    )
+                return snap, "cache", 0, content_id
+            # cached for other drugs: it lacks data these drugs need; load both sets
+            needs = (needs or frozenset()) | frozenset(snap.patient.obtained)
         metrics.CACHE.labels(cache="profile", result="miss").inc()
-        pending = deps.inflight.get(key)
+        flight = (key, needs)
+        pending = deps.inflight.get(flight)
         if pending is not None:
             snap, calls = await asyncio.shield(pending)
             return snap, "fhir-shared", 0, "x" + key
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        deps.inflight[key] = fut
+        deps.inflight[flight] = fut
         try:
-            snap, calls = await _fetch_snapshot(req, deps, fhir_server, token, hook)
+            snap, calls = await _fetch_snapshot(req, deps, fhir_server, token, hook, needs)
             fut.set_result((snap, calls))
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved
             raise
         finally:
-            deps.inflight.pop(key, None)
+            deps.inflight.pop(flight, None)
         raw = snap.model_dump_json().encode()
         content_id = "c" + hashlib.sha1(raw).hexdigest()
         if snap.patient.observations_available:
@@ -185,12 +191,12 @@ async def _load_snapshot(
         return snap, "fhir", calls, content_id
     # Prefetch: the same prefetch content always yields the same snapshot, so it is derived once.
     memo_key = "p" + hashlib.sha1(
-        orjson.dumps([hook, fhir_server, req.context.patientId, req.prefetch])
+        orjson.dumps([hook, fhir_server, req.context.patientId, sorted(needs or ()), req.prefetch])
     ).hexdigest()
     snap = deps.snapshots.get(memo_key)
     calls = 0
     if snap is None:
-        snap, calls = await _fetch_snapshot(req, deps, fhir_server, token, hook)
+        snap, calls = await _fetch_snapshot(req, deps, fhir_server, token, hook, needs)
         if calls == 0 and snap.patient.observations_available:  # built from prefetch alone: reusable
             deps.snapshots.put(memo_key, snap)
     if snap.patient.observations_available:
@@ -215,7 +221,33 @@ async def _store(deps: Deps, key: str, snap: Snapshot, content_id: str, raw: byt
         deps.written.put(("snap", key), (content_id, now))
 
 
-async def _fetch_snapshot(req: HookRequest, deps: Deps, fhir_server: str | None, token: str | None, hook: str) -> tuple[Snapshot, int]:
+def _covers(snap: Snapshot, needs: frozenset[str] | None) -> bool:
+    return needs is None or needs <= frozenset(snap.patient.obtained)
+
+
+def _data_needs(k: Knowledge, drug_names: set[str]) -> frozenset[str]:
+    """The prefetch keys the guidelines of these drugs can use: genomic results and the patient always;
+    conditions, current medications and vitals only where a population or algorithm reads them."""
+    needs = {"patient", _OBS_KEY}
+    for name in drug_names:
+        for g in k.guidelines_for_drug(name):
+            if g.algorithm == "warfarin":
+                needs |= {"medications", "vitals"}
+            for pop in g.populations:
+                m = pop.match
+                if m is None:
+                    continue
+                if m.conditions:
+                    needs.add("conditions")
+                if m.medications or m.drug_in_use is not None:
+                    needs.add("medications")
+    return frozenset(needs)
+
+
+async def _fetch_snapshot(
+    req: HookRequest, deps: Deps, fhir_server: str | None, token: str | None, hook: str,
+    needs: frozenset[str] | None = None,
+) -> tuple[Snapshot, int]:
     patient = await load_patient_data(
         hook=hook,
         patient_id=req.context.patientId,
@@ -224,6 +256,7 @@ async def _fetch_snapshot(req: HookRequest, deps: Deps, fhir_server: str | None,
         prefetch=req.prefetch,
         client=deps.fhir,
         settings=deps.settings,
+        only=needs,
     )
     if not patient.observations_available:
         return Snapshot(profile=GenomicProfile(patient_id=patient.patient_id), patient=patient), patient.fhir_calls
@@ -356,7 +389,8 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     # the cache/log key names the EHR the patient id belongs to, even when we may not contact it
     pkey = patient_hash(s.log_salt, fhir_server or req.fhirServer, patient_id)
     cache_key = f"snap:{hashlib.sha256(deps.knowledge.version.encode()).hexdigest()[:12]}:{pkey}"
-    snap, source, calls, content_id = await _load_snapshot(req, deps, fhir_server, cache_key, hook)
+    needs = _data_needs(deps.knowledge, {d.name for _, ds in drug_orders for d in ds}) if drug_orders else None
+    snap, source, calls, content_id = await _load_snapshot(req, deps, fhir_server, cache_key, hook, needs)
     if not snap.patient.observations_available:
         metrics.PREFETCH_412.labels(service=service.id).inc()
         why = f"fhirServer was not contacted: {refused}" if refused else (

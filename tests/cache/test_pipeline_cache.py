@@ -116,3 +116,35 @@ async def test_profile_ttl_zero_disables_the_snapshot_cache(redis_url):
         assert route.call_count >= 3 * 1
     assert redis.Redis.from_url(redis_url).keys("pgx-cds:snap:*") == []
     await app.state.fhir.aclose()
+
+
+async def test_cold_path_fetches_only_what_the_ordered_drugs_need_and_tops_up_the_cache():
+    """Clopidogrel's guideline reads conditions (ACS/PCI vs neurovascular) but not current medications or
+    vitals, so those are not fetched; a later warfarin order for the same patient (its algorithm needs
+    medications and vitals) does not trust the cached copy and loads them."""
+    app = _app()
+    svc = SERVICES["pgx-order-select"]
+    seen: list[str] = []
+
+    def answer(request):
+        url = str(request.url)
+        seen.append("vitals" if "29463-7" in url else request.url.path.rsplit("/", 2)[-1 if "?" in url else -2])
+        if "Observation" in request.url.path and "29463-7" not in url:
+            return httpx.Response(200, json=rq.bundle(rq.CYP2C19_PM, rq.genotype("o-2c9", "CYP2C9", "HGNC:2623", "*1/*3")))
+        if "/Patient/" in request.url.path:
+            return httpx.Response(200, json=rq.PATIENT)
+        return httpx.Response(200, json=rq.bundle())
+
+    with respx.mock(assert_all_called=False) as m:
+        m.route(url__startswith=FHIR).mock(side_effect=answer)
+        out = await run_hook(svc, _req(prefetch=False), app.state.deps, None)
+        assert len(out.response.cards) == 1 and out.fhir_calls == 3
+        assert sorted(seen) == ["Condition", "Observation", "Patient"]
+        seen.clear()
+        again = await run_hook(svc, _req(prefetch=False), app.state.deps, None)
+        assert again.source == "cache" and seen == []
+        warfarin = rq.order_select(fhirServer=FHIR, fhirAuthorization=AUTH, prefetch=False,
+                                   orders=[rq.med_request("d-w", "11289", "warfarin", dose=5)])
+        out = await run_hook(svc, HookRequest.model_validate(warfarin), app.state.deps, None)
+        assert out.source == "fhir" and "vitals" in seen and "MedicationRequest" in seen
+    await app.state.fhir.aclose()
