@@ -224,7 +224,7 @@ def _cold(common: dict, duration: int, connections: int, procs: list):
     out["fhir-own"].note = "sekmet Observation search alone, 1 connection"
     _warm(url, data)
     out["cold"] = _wrk(url, body=data, connections=c, duration=duration)
-    out["cold"].note = "no prefetch, no cache: 4 parallel FHIR reads per request (sekmet serves them one by one), 1 connection"
+    out["cold"].note = "no prefetch, no cache: the reads clopidogrel needs (3) in parallel; sekmet serves them one by one; 1 connection"
     return _Stopper(), out
 
 
