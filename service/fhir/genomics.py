@@ -724,36 +724,25 @@ def _component_gene(obs: dict[str, Any]) -> tuple[str | None, str | None]:
     for comp in _list(obs.get("component")):
         if not isinstance(comp, dict) or _GENE_STUDIED not in _codes(comp.get("code")):
             continue
+        # candidates in the order they are trusted: per coding an HGNC id, then its display and code;
+        # then the concept's text; then a valueString
+        candidates: list[tuple[bool, str]] = []  # (is an HGNC id, value)
         cc = comp.get("valueCodeableConcept")
-        raw = None
         if isinstance(cc, dict):
             for c in _list(cc.get("coding")):
                 if not isinstance(c, dict):
                     continue
                 code, display = _s(c.get("code")), _s(c.get("display"))
                 if code and _HGNC_ID.fullmatch(code):
-                    g = gene_for_hgnc(code)
-                    if g:
-                        return g, code
-                for v in (display, code):
-                    if v:
-                        g = tables().by_upper.get(v.strip().upper())
-                        if g:
-                            return g, v
-                        raw = raw or v
-            text = _s(cc.get("text"))
-            if text:
-                g = tables().by_upper.get(text.strip().upper())
-                if g:
-                    return g, text
-                raw = raw or text
-        v = _s(comp.get("valueString"))
-        if v:
-            g = tables().by_upper.get(v.strip().upper())
+                    candidates.append((True, code))
+                candidates += [(False, v) for v in (display, code) if v]
+            candidates += [(False, v) for v in (_s(cc.get("text")),) if v]
+        candidates += [(False, v) for v in (_s(comp.get("valueString")),) if v]
+        for is_hgnc, v in candidates:
+            g = gene_for_hgnc(v) if is_hgnc else tables().by_upper.get(v.strip().upper())
             if g:
                 return g, v
-            raw = raw or v
-        return None, raw
+        return None, next((v for is_hgnc, v in candidates if not is_hgnc), None)
     return None, None
 
 
