@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from datetime import date
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import structlog
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from service.auth.jwt import Principal
 from service.cache.store import KV
-from service.cards.builder import CardTemplate, build_card_template
+from service.cards.builder import EXTENSION_KEY, CardTemplate, build_card_template
 from service.config import Settings
 from service.feedback.store import card_rule_key
 from service.fhir.client import FhirClient, validate_fhir_server
@@ -205,20 +205,36 @@ async def _load_snapshot(
 
 
 async def _store(deps: Deps, key: str, snap: Snapshot, content_id: str, raw: bytes | None = None) -> None:
-    """Cache a patient snapshot: Redis (shared by replicas) and this process's short-lived copy.
-    Redis is written when the content changed or the copy there is getting old."""
+    """Cache a patient snapshot: Redis (shared by replicas) and this process's short-lived copy."""
     c = deps.settings.cache
     if c.profile_ttl_s <= 0:
         return
     now = time.monotonic()
     if c.local_ttl_s:
         deps.snapshots.put(("l1", key), (now + c.local_ttl_s, snap, content_id, now + c.profile_ttl_s))
-    last = deps.written.get(("snap", key))
-    if last is not None and last[0] == content_id and now - last[1] < c.profile_ttl_s / 2:
+    await _write_changed(deps, [(key, content_id, raw if raw is not None else snap.model_dump_json, c.profile_ttl_s)])
+
+
+async def _write_changed(deps: Deps, items: list[tuple[str, Any, bytes | Callable[[], bytes], int]]) -> None:
+    """Write (key, identity, payload, ttl) items to the store in one round trip, skipping those this process
+    wrote recently with the same identity. A write the store could not take is not remembered."""
+    now = time.monotonic()
+    fresh = []
+    for key, ident, payload, ttl in items:
+        last = deps.written.get(key)
+        if last is not None and last[0] == ident and now - last[1] < ttl / 2:
+            continue
+        fresh.append((key, ident, payload() if callable(payload) else payload, ttl))
+    if not fresh:
         return
-    await deps.kv.set(key, raw if raw is not None else snap.model_dump_json().encode(), c.profile_ttl_s)
+    await deps.kv.set_many([(key, _bytes(data), ttl) for key, _, data, ttl in fresh])
     if not getattr(deps.kv, "degraded", False):
-        deps.written.put(("snap", key), (content_id, now))
+        for key, ident, _, _ in fresh:
+            deps.written.put(key, (ident, now))
+
+
+def _bytes(data: bytes | str) -> bytes:
+    return data.encode() if isinstance(data, str) else data
 
 
 def _covers(snap: Snapshot, needs: frozenset[str] | None) -> bool:
@@ -266,8 +282,16 @@ async def _fetch_snapshot(
     return Snapshot(profile=profile, patient=slim), patient.fhir_calls
 
 
+def _evidence(card: Card) -> dict:
+    return (card.extension or {}).get(EXTENSION_KEY, {})
+
+
+def _rule_id(card: Card) -> str:
+    return _evidence(card).get("recommendation", {}).get("ruleId", "")
+
+
 def _content_hash(card: Card) -> str:
-    ext = (card.extension or {}).get("pgx-cds", {})
+    ext = _evidence(card)
     body = orjson.dumps([card.summary, card.indicator, ext.get("genes"), ext.get("recommendation")])
     return hashlib.sha256(body).hexdigest()[:16]
 
@@ -277,31 +301,23 @@ async def _dedupe_and_remember(cards: list[Card], hook: str, deps: Deps, pkey: s
     Also records card uuid -> rule id, so feedback (which names only the card) is counted per rule.
     All writes go to the store in one round trip; a write made recently with the same value is skipped."""
     s = deps.settings
-    writes: list[tuple[str, bytes, int]] = []
+    writes: list[tuple[str, Any, bytes | Callable[[], bytes], int]] = []
     out = cards
     if s.dedupe_order_sign and s.cache.dedupe_ttl_s > 0 and hook in ("order-select", "order-sign"):
         out = []
         for card in cards:
-            ext = (card.extension or {}).get("pgx-cds", {})
-            ident = f"dedupe:{pkey}:{ext.get('order', '')}:{ext.get('recommendation', {}).get('ruleId', '')}"
+            ident = f"dedupe:{pkey}:{_evidence(card).get('order', '')}:{_rule_id(card)}"
             digest = _content_hash(card).encode()
             if hook == "order-select":
-                writes.append((ident, digest, s.cache.dedupe_ttl_s))
+                writes.append((ident, digest, digest, s.cache.dedupe_ttl_s))
                 out.append(card)
             elif await deps.kv.get(ident) != digest:
                 out.append(card)
     for card in out:
-        rule = (card.extension or {}).get("pgx-cds", {}).get("recommendation", {}).get("ruleId")
+        rule = _rule_id(card)
         if card.uuid and rule:
-            writes.append((card_rule_key(card.uuid), rule.encode(), _CARD_RULE_TTL))
-    now = time.monotonic()
-    fresh = []
-    for key, value, ttl in writes:
-        seen = deps.written.get((key, value))
-        if seen is None or now - seen > ttl / 2:
-            fresh.append((key, value, ttl))
-            deps.written.put((key, value), now)
-    await deps.kv.set_many(fresh)
+            writes.append((card_rule_key(card.uuid), rule, rule.encode(), _CARD_RULE_TTL))
+    await _write_changed(deps, writes)
     return out
 
 
@@ -357,6 +373,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     patient_id = req.context.patientId
 
     orders: list[DraftOrder] = []
+    needs: frozenset[str] | None = None  # patient-view: everything its prefetch names
     drug_orders: list[tuple[DraftOrder, list]] = []
     if hook in ("order-select", "order-sign"):
         if req.context.draftOrders is None:
@@ -367,7 +384,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
         orders_key = ("orders", hashlib.sha1(orjson.dumps([selections, req.context.draftOrders])).digest())
         memo = deps.snapshots.get(orders_key)
         if memo is not None:  # the same draft orders as a recent request: same drugs
-            orders, drug_orders = memo
+            orders, drug_orders, needs = memo
         else:
             orders = extract_orders(req.context.draftOrders, selections)
             needs_lookup = any(o.codes == [] and not o.text for o in orders) or any(
@@ -381,15 +398,15 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
                 )
             drug_orders = [(o, recognise(deps.knowledge, o)) for o in orders]
             drug_orders = [(o, d) for o, d in drug_orders if d]
+            needs = _data_needs(deps.knowledge, {d.name for _, ds in drug_orders for d in ds})
             if not needs_lookup:
-                deps.snapshots.put(orders_key, (orders, drug_orders))
+                deps.snapshots.put(orders_key, (orders, drug_orders, needs))
         if not drug_orders:
             return Outcome(CdsResponse(cards=[]))
 
     # the cache/log key names the EHR the patient id belongs to, even when we may not contact it
     pkey = patient_hash(s.log_salt, fhir_server or req.fhirServer, patient_id)
     cache_key = f"snap:{hashlib.sha256(deps.knowledge.version.encode()).hexdigest()[:12]}:{pkey}"
-    needs = _data_needs(deps.knowledge, {d.name for _, ds in drug_orders for d in ds}) if drug_orders else None
     snap, source, calls, content_id = await _load_snapshot(req, deps, fhir_server, cache_key, hook, needs)
     if not snap.patient.observations_available:
         metrics.PREFETCH_412.labels(service=service.id).inc()
@@ -417,8 +434,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     kept = {id(c) for c in cards}
     body = orjson.dumps({"cards": [d for c, d in bound if id(c) in kept]})
     for c in cards:
-        rule = (c.extension or {}).get("pgx-cds", {}).get("recommendation", {}).get("ruleId", "")
-        metrics.CARDS.labels(indicator=c.indicator, rule=rule).inc()
+        metrics.CARDS.labels(indicator=c.indicator, rule=_rule_id(c)).inc()
     return Outcome(CdsResponse(cards=cards), body=body, patient_key=pkey, source=source, fhir_calls=calls)
 
 
