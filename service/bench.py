@@ -56,13 +56,17 @@ def _wrk(url: str, *, body: bytes | None, connections: int, duration: int, heade
         bodyfile = script + ".json"
         Path(bodyfile).write_bytes(body)
         hdrs = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+        # Every request carries its own hookInstance, as an EHR's do (the card uuids, and the card -> rule
+        # records, are then new for each request); the baseline is sent the very same requests.
+        vary = 'b = b:gsub("pgx%-demo%-1", "fresh-" .. tid .. "-" .. n)\n' if fresh_patient else ""
         os.write(fd, (
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n' + hdrs +
             f'local f = io.open("{bodyfile}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
-            + ('local n = 0\nrequest = function() n = n + 1\n'
-               '  return wrk.format(nil, nil, nil, (wrk.body:gsub("pgx%-demo%-1", "fresh-" .. n))) end\n'
-               if fresh_patient else '')
-            +
+            'local threads = 0\nfunction setup(thread) threads = threads + 1; thread:set("tid", threads) end\n'
+            'local n = 0\nrequest = function() n = n + 1\n'
+            '  local b = wrk.body:gsub("bench%-hook%-instance", "bench-" .. tid .. "-" .. n)\n'
+            + vary +
+            '  return wrk.format(nil, nil, nil, b) end\n'
             'function response(status, headers, body) if status ~= 200 then errors = (errors or 0) + 1 end end\n'
         ).encode())
         os.close(fd)
@@ -110,7 +114,7 @@ def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "al
     try:
         fhir_base = "https://fhir.bench.example/r4"
         body_prefetch = rq.order_select(fhirServer=fhir_base)
-        body_prefetch["hookInstance"] = "bench-prefetch"
+        body_prefetch["hookInstance"] = "bench-hook-instance"
         prefetch_bytes = json.dumps(body_prefetch).encode()
         common = {"PGX_CDS_REDIS_URL": redis.url, "PGX_CDS_LOG_LEVEL": "warning", "PGX_CDS_PROFILE": "dev"}
         svc = ServiceProcess(env=common).start("bench")
@@ -150,7 +154,7 @@ def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "al
             results["onecon"].note = "as prefetch, 1 connection"
         if "cached" in wanted:
             body = rq.order_select(fhirServer=fhir_base, prefetch=False)
-            body["hookInstance"] = "bench-cached"
+            body["hookInstance"] = "bench-hook-instance"
             cached_bytes = json.dumps(body).encode()
             # the snapshot is in Redis from the prefetch requests (same fhirServer + patient)
             httpx.post(url, content=prefetch_bytes, headers={"content-type": "application/json"}).raise_for_status()
@@ -209,7 +213,7 @@ def _cold(common: dict, duration: int, connections: int, procs: list):
     body = rq.order_select(fhirServer=fhir.base_url, prefetch=False,
                            fhirAuthorization={"access_token": token, "token_type": "Bearer", "expires_in": 3600,
                                               "scope": "patient/*.read", "subject": "pgx-cds"})
-    body["hookInstance"] = "bench-cold"
+    body["hookInstance"] = "bench-hook-instance"
     data = json.dumps(body).encode()
     url = svc.url + "/cds-services/pgx-order-select"
     r = httpx.post(url, content=data, headers={"content-type": "application/json"}, timeout=10)

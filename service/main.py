@@ -24,9 +24,9 @@ from service.config import Settings, get_settings
 from service.feedback.store import FeedbackStore
 from service.fhir.client import FhirClient
 from service.hooks.discovery import SERVICES, discovery
-from service.hooks.errors import HookError, error_response, operation_outcome
+from service.hooks.errors import HookError, error_response, hook_error_response, operation_outcome
 from service.hooks.pipeline import Deps
-from service.hooks.router import router as hooks_router
+from service.hooks.router import HookFastPath, router as hooks_router
 from service.observability import metrics
 from service.observability.logging import configure_logging
 from service.observability.tracing import setup_tracing
@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if app.state.tracer_provider is not None:
             app.state.tracer_provider.shutdown()
+        await deps.card_rules.flush()
         await fhir.aclose()
         await jwks_http.aclose()
         await kv.close()
@@ -138,14 +139,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.kv = kv
     app.state.fhir = fhir
     app.state.verifier = JwtVerifier(settings, kv, jwks_http)
-    app.state.feedback = FeedbackStore(kv, settings.feedback_file)
-    app.state.deps = Deps(settings=settings, knowledge=knowledge, fhir=fhir, kv=kv)
+    app.state.deps = deps = Deps(settings=settings, knowledge=knowledge, fhir=fhir, kv=kv)
+    app.state.feedback = FeedbackStore(kv, settings.feedback_file, card_rules=deps.card_rules)
     app.state.discovery_json = discovery().model_dump_json(exclude_none=True).encode()
 
     @app.exception_handler(HookError)
     async def _hook_error(_request: Request, exc: HookError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return error_response(exc.status, exc.message, exc.code, headers)
+        return hook_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -192,6 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    app.add_middleware(HookFastPath)  # outside CORS: it hands browser (Origin) requests to the full stack
     app.add_middleware(_Observe)
     app.state.tracer_provider = setup_tracing(app, settings.otlp_endpoint, service_version=__version__)
     return app

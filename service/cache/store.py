@@ -196,6 +196,43 @@ class RedisKV:
             pass
 
 
+class WriteBehind:
+    """Writes that no request waits for, sent to the store in batches: one pipelined round trip per
+    `interval_s` however many requests queued writes (used for card uuid -> rule records, one per card
+    shown). At most `max_pending` writes wait; beyond that new ones are dropped and counted. `flush()`
+    sends what is queued now (before a read that needs it, and at shutdown)."""
+
+    def __init__(self, kv: KV, interval_s: float = 0.05, max_pending: int = 10_000) -> None:
+        self._kv = kv
+        self._interval = interval_s
+        self._max = max_pending
+        self._pending: list[tuple[str, bytes, int]] = []
+        self._task: asyncio.Task | None = None
+
+    def add(self, key: str, value: bytes, ttl_s: int) -> None:
+        if len(self._pending) >= self._max:
+            metrics.REDIS_ERRORS.labels(op="write_behind_dropped").inc()
+            return
+        self._pending.append((key, value, ttl_s))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._later())
+
+    async def _later(self) -> None:
+        try:
+            await asyncio.sleep(self._interval)
+        finally:
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            await self._kv.set_many(batch)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
 def make_kv(redis_url: str | None, *, timeout_ms: int, max_entries: int) -> KV:
     if redis_url:
         return RedisKV(redis_url, timeout_ms=timeout_ms)

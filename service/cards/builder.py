@@ -18,6 +18,8 @@ import hashlib
 import json
 import uuid
 
+import orjson
+
 from service.fhir.models import DraftOrder
 from service.hooks.schemas import ActionModel, Card, Coding, Link, Source, Suggestion
 from service.pgx.models import Action, Recommendation
@@ -215,7 +217,7 @@ def build_card_template(
 ) -> Card:
     """The card for one recommendation, with uuids that do not yet depend on the hook instance.
     Everything here is a function of its arguments, so callers may reuse a template across requests;
-    `bind_hook_instance` gives each request its own stable uuids."""
+    `CardTemplate.bind` gives each request its own stable uuids."""
     suggestions = _suggestions(rec, patient_id, order)
     links = [Link.model_construct(label="CPIC guideline", url=rec.guideline_url, type="absolute")]
     if app_url:
@@ -246,31 +248,32 @@ def build_card_template(
 
 
 class CardTemplate:
-    """A built card and its JSON form, reusable across requests; `bind` gives one request its card."""
+    """A built card, its JSON form and what the pipeline needs to know of it, computed once and reused
+    across requests; `bind` gives one request its card (new uuids only, everything else shared)."""
 
-    __slots__ = ("card", "data")
+    __slots__ = ("card", "data", "rule_id", "indicator", "order_ref", "content_hash")
 
     def __init__(self, card: Card) -> None:
         self.card = card
         self.data = card.model_dump(mode="json", exclude_none=True)
+        ext = card_evidence(self.data)
+        self.rule_id: str = ext.get("recommendation", {}).get("ruleId", "")
+        self.indicator: str = self.data["indicator"]
+        self.order_ref: str = ext.get("order", "")
+        # what makes two cards "the same" for order-select -> order-sign de-duplication
+        self.content_hash: bytes = hashlib.sha256(
+            orjson.dumps([self.data["summary"], self.indicator, ext.get("genes"), ext.get("recommendation")])
+        ).hexdigest()[:16].encode()
 
-    def bind(self, hook_instance: str) -> tuple[Card, dict]:
-        """(the card model, its JSON-ready dict) with this hook instance's uuids."""
-        card = bind_hook_instance(self.card, hook_instance)
-        data = {**self.data, "uuid": card.uuid}
-        if card.suggestions:
-            data["suggestions"] = [
-                {**sd, "uuid": sc.uuid} for sd, sc in zip(self.data["suggestions"], card.suggestions, strict=True)
-            ]
-        return card, data
+    def bind(self, hook_instance: str) -> dict:
+        """The card's JSON-ready dict with this hook instance's uuids: the same hookInstance and card always
+        give the same uuids (retries are idempotent); another hookInstance gives new ones."""
+        data = {**self.data, "uuid": _uuid(hook_instance, self.data["uuid"])}
+        if "suggestions" in data:
+            data["suggestions"] = [{**sd, "uuid": _uuid(hook_instance, sd["uuid"])} for sd in data["suggestions"]]
+        return data
 
 
-def bind_hook_instance(template: Card, hook_instance: str) -> Card:
-    """The template with uuids for this hook instance: the same hookInstance and card always give the
-    same uuids (retries are idempotent); another hookInstance gives new ones."""
-    update: dict = {"uuid": _uuid(hook_instance, template.uuid)}
-    if template.suggestions:
-        update["suggestions"] = [
-            s.model_copy(update={"uuid": _uuid(hook_instance, s.uuid)}) for s in template.suggestions
-        ]
-    return template.model_copy(update=update)
+def card_evidence(card: dict) -> dict:
+    """The machine-readable evidence of a card (its JSON form)."""
+    return (card.get("extension") or {}).get(EXTENSION_KEY, {})

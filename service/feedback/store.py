@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from service.cache.store import KV, RedisKV
+from service.cache.store import KV, RedisKV, WriteBehind
 from service.hooks.schemas import FeedbackRequest
 from service.observability import metrics
 
@@ -28,9 +28,10 @@ def card_rule_key(card_uuid: str) -> str:
 
 
 class FeedbackStore:
-    def __init__(self, kv: KV, file: Path) -> None:
+    def __init__(self, kv: KV, file: Path, card_rules: WriteBehind | None = None) -> None:
         self._kv = kv
         self._file = file
+        self._card_rules = card_rules  # card uuid -> rule records this process has not written yet
 
     async def store(self, service_id: str, fb: FeedbackRequest, *, issuer: str | None) -> int:
         stored = 0
@@ -51,6 +52,8 @@ class FeedbackStore:
                 record["issuer"] = issuer
             rule = None
             if item.card:
+                if self._card_rules is not None and len(self._card_rules):
+                    await self._card_rules.flush()
                 raw = await self._kv.get(card_rule_key(item.card))
                 rule = raw.decode() if raw else None
             record["rule"] = rule

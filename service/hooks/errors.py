@@ -24,3 +24,8 @@ def operation_outcome(message: str, code: str = "invalid", severity: str = "erro
 
 def error_response(status: int, message: str, code: str = "invalid", headers: dict | None = None) -> JSONResponse:
     return JSONResponse(operation_outcome(message, code), status_code=status, headers=headers)
+
+
+def hook_error_response(exc: HookError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return error_response(exc.status, exc.message, exc.code, headers)

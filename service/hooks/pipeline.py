@@ -20,8 +20,8 @@ import structlog
 from pydantic import BaseModel
 
 from service.auth.jwt import Principal
-from service.cache.store import KV
-from service.cards.builder import EXTENSION_KEY, CardTemplate, build_card_template
+from service.cache.store import KV, WriteBehind
+from service.cards.builder import CardTemplate, build_card_template
 from service.config import Settings
 from service.feedback.store import card_rule_key
 from service.fhir.client import FhirClient, validate_fhir_server
@@ -32,7 +32,7 @@ from service.fhir.patient_data import load_patient_data, resolve_medications
 from service.fhir.prefetch import REQUIRED_KEYS
 from service.hooks.discovery import ServiceDef
 from service.hooks.errors import HookError
-from service.hooks.schemas import Card, CdsResponse, HookRequest
+from service.hooks.schemas import CdsResponse, HookRequest
 from service.observability import metrics
 from service.observability.logging import patient_hash
 from service.pgx.drugs import recognise
@@ -83,6 +83,10 @@ class Deps:
     recommendations: _Memo = field(default_factory=lambda: _Memo(512))
     card_templates: _Memo = field(default_factory=lambda: _Memo(512))
     written: _Memo = field(default_factory=lambda: _Memo(8192))  # (key, value) -> when we last wrote it
+    card_rules: WriteBehind = field(init=False)  # card uuid -> rule id records, batched off the request path
+
+    def __post_init__(self) -> None:
+        self.card_rules = WriteBehind(self.kv)
 
 
 class Snapshot(BaseModel):
@@ -94,11 +98,16 @@ class Snapshot(BaseModel):
 
 @dataclass
 class Outcome:
-    response: CdsResponse
-    body: bytes = b'{"cards":[]}'  # the response JSON (the same cards, serialised once)
+    body: bytes = b'{"cards":[]}'  # the response JSON, serialised once from the card templates
+    indicators: tuple[str, ...] = ()  # of the cards in the body, in order
     patient_key: str | None = None
     source: str = "none"
     fhir_calls: int = 0
+
+    @property
+    def response(self) -> CdsResponse:
+        """The response as a validated model (for the CLI and tests; the hot path only sends `body`)."""
+        return CdsResponse.model_validate_json(self.body)
 
 
 def _has_usable_prefetch(prefetch: dict[str, Any] | None, key: str) -> bool:
@@ -282,42 +291,28 @@ async def _fetch_snapshot(
     return Snapshot(profile=profile, patient=slim), patient.fhir_calls
 
 
-def _evidence(card: Card) -> dict:
-    return (card.extension or {}).get(EXTENSION_KEY, {})
-
-
-def _rule_id(card: Card) -> str:
-    return _evidence(card).get("recommendation", {}).get("ruleId", "")
-
-
-def _content_hash(card: Card) -> str:
-    ext = _evidence(card)
-    body = orjson.dumps([card.summary, card.indicator, ext.get("genes"), ext.get("recommendation")])
-    return hashlib.sha256(body).hexdigest()[:16]
-
-
-async def _dedupe_and_remember(cards: list[Card], hook: str, deps: Deps, pkey: str) -> list[Card]:
+async def _dedupe_and_remember(
+    cards: list[tuple[CardTemplate, dict]], hook: str, deps: Deps, pkey: str
+) -> list[tuple[CardTemplate, dict]]:
     """Order-select remembers what it showed; order-sign drops cards shown already with the same content.
-    Also records card uuid -> rule id, so feedback (which names only the card) is counted per rule.
-    All writes go to the store in one round trip; a write made recently with the same value is skipped."""
+    Also records card uuid -> rule id, so feedback (which names only the card) is counted per rule; those
+    records are written in batches off the request path (`deps.card_rules`)."""
     s = deps.settings
-    writes: list[tuple[str, Any, bytes | Callable[[], bytes], int]] = []
     out = cards
     if s.dedupe_order_sign and s.cache.dedupe_ttl_s > 0 and hook in ("order-select", "order-sign"):
+        writes: list[tuple[str, Any, bytes | Callable[[], bytes], int]] = []
         out = []
-        for card in cards:
-            ident = f"dedupe:{pkey}:{_evidence(card).get('order', '')}:{_rule_id(card)}"
-            digest = _content_hash(card).encode()
+        for t, data in cards:
+            ident = f"dedupe:{pkey}:{t.order_ref}:{t.rule_id}"
             if hook == "order-select":
-                writes.append((ident, digest, digest, s.cache.dedupe_ttl_s))
-                out.append(card)
-            elif await deps.kv.get(ident) != digest:
-                out.append(card)
-    for card in out:
-        rule = _rule_id(card)
-        if card.uuid and rule:
-            writes.append((card_rule_key(card.uuid), rule, rule.encode(), _CARD_RULE_TTL))
-    await _write_changed(deps, writes)
+                writes.append((ident, t.content_hash, t.content_hash, s.cache.dedupe_ttl_s))
+                out.append((t, data))
+            elif await deps.kv.get(ident) != t.content_hash:
+                out.append((t, data))
+        await _write_changed(deps, writes)
+    for t, data in out:
+        if t.rule_id:
+            deps.card_rules.add(card_rule_key(data["uuid"]), t.rule_id.encode(), _CARD_RULE_TTL)
     return out
 
 
@@ -402,7 +397,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
             if not needs_lookup:
                 deps.snapshots.put(orders_key, (orders, drug_orders, needs))
         if not drug_orders:
-            return Outcome(CdsResponse(cards=[]))
+            return Outcome()
 
     # the cache/log key names the EHR the patient id belongs to, even when we may not contact it
     pkey = patient_hash(s.log_salt, fhir_server or req.fhirServer, patient_id)
@@ -429,13 +424,13 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
             order_recs, recs_key = _evaluate(deps, snap, content_id, order, today)
             recs.extend(order_recs)
             templates.extend(_order_cards(deps, order_recs, recs_key, order, patient_id, app_url))
-    bound = [t.bind(req.hookInstance) for t in templates]
-    cards = await _dedupe_and_remember([c for c, _ in bound], hook, deps, pkey)
-    kept = {id(c) for c in cards}
-    body = orjson.dumps({"cards": [d for c, d in bound if id(c) in kept]})
-    for c in cards:
-        metrics.CARDS.labels(indicator=c.indicator, rule=_rule_id(c)).inc()
-    return Outcome(CdsResponse(cards=cards), body=body, patient_key=pkey, source=source, fhir_calls=calls)
+    bound = [(t, t.bind(req.hookInstance)) for t in templates]
+    cards = await _dedupe_and_remember(bound, hook, deps, pkey)
+    body = orjson.dumps({"cards": [data for _, data in cards]})
+    for t, _ in cards:
+        metrics.CARDS.labels(indicator=t.indicator, rule=t.rule_id).inc()
+    return Outcome(body=body, indicators=tuple(t.indicator for t, _ in cards), patient_key=pkey, source=source,
+                   fhir_calls=calls)
 
 
 def _app_url(s: Settings, req: HookRequest) -> str | None:

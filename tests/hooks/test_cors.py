@@ -29,3 +29,27 @@ def test_simple_request_gets_cors_header(tmp_path):
     with make_client(cors_origins=["https://sandbox.cds-hooks.org"], feedback_file=tmp_path / "f") as c:
         r = c.get("/cds-services", headers={"Origin": "https://sandbox.cds-hooks.org"})
         assert r.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"
+
+
+def test_service_call_from_a_browser_gets_cors_headers_and_the_same_answer(tmp_path):
+    """Hook calls without an Origin header take the fast path (HookFastPath); browser calls (the CDS Hooks
+    sandbox) take the full stack with CORS. Both give the same answer, errors included."""
+    from tests.hooks import requests as rq
+
+    origin = {"Origin": "https://sandbox.cds-hooks.org"}
+    with make_client(cors_origins=["https://sandbox.cds-hooks.org"], feedback_file=tmp_path / "f") as c:
+        ok = rq.order_select()
+        fast, browser = c.post(PATHS[1], json=ok), c.post(PATHS[1], json=ok, headers=origin)
+        assert fast.status_code == browser.status_code == 200 and fast.json()["cards"]
+        assert fast.json() == browser.json()
+        assert browser.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"
+        assert "access-control-allow-origin" not in fast.headers
+        for path, body, status in [
+            (PATHS[1], {**ok, "hook": "patient-view"}, 400),
+            ("/cds-services/no-such-service", ok, 404),
+            (PATHS[1], {**ok, "prefetch": None, "context": {**ok["context"], "patientId": "not-cached"}}, 412),
+        ]:
+            fast, browser = c.post(path, json=body), c.post(path, json=body, headers=origin)
+            assert fast.status_code == browser.status_code == status
+            assert fast.json() == browser.json() and fast.json()["resourceType"] == "OperationOutcome"
+            assert fast.headers["x-request-id"] and browser.headers["x-request-id"]

@@ -280,21 +280,41 @@ def test_responses_validate_against_the_strict_response_model(client, make):
             assert link.type == "smart" or link.appContext is None  # cds-resp-3
 
 
-def test_response_body_equals_the_card_models(client):
-    """The HTTP body is serialised from reusable card templates: it must be exactly the cards' JSON."""
+def test_cards_are_bound_to_the_hook_instance(client):
+    """The body is built from reusable card templates; only the uuids belong to the request: a retry of
+    the same hookInstance gets the same uuids, another hookInstance new ones, nothing else changes."""
     import asyncio
+    import uuid
 
     from service.hooks.discovery import SERVICES
     from service.hooks.pipeline import run_hook
-    from service.hooks.schemas import HookRequest
+    from service.hooks.schemas import CdsResponse, HookRequest
 
     body = rq.order_sign(orders=[rq.CLOPIDOGREL, rq.med_request("d2", "2002", "carbamazepine")], obs=[rq.CYP2C19_PM])
     deps = client.app.state.deps
-    for _ in range(2):  # second time from the memoised templates
-        out = asyncio.run(run_hook(SERVICES["pgx-order-sign"], HookRequest.model_validate(body), deps, None))
-        assert json.loads(out.body) == json.loads(out.response.model_dump_json(exclude_none=True))
-    http = post(client, "pgx-order-sign", body).json()
-    assert [c["uuid"] for c in http["cards"]] == [c.uuid for c in out.response.cards]
+
+    def run(hook_instance: str) -> dict:
+        req = HookRequest.model_validate({**body, "hookInstance": hook_instance})
+        out = asyncio.run(run_hook(SERVICES["pgx-order-sign"], req, deps, None))
+        CdsResponse.model_validate_json(out.body)  # strict wire model
+        assert out.indicators == tuple(c["indicator"] for c in json.loads(out.body)["cards"])
+        return json.loads(out.body)
+
+    def uuids(resp: dict) -> list[str]:
+        return [u for c in resp["cards"] for u in [c["uuid"], *(s["uuid"] for s in c.get("suggestions", []))]]
+
+    def without_uuids(resp: dict) -> dict:
+        return {"cards": [{**c, "uuid": None, "suggestions": [{**s, "uuid": None} for s in c.get("suggestions", [])]}
+                          for c in resp["cards"]]}
+
+    first, retry, other = run("hi-a"), run("hi-a"), run("hi-b")  # the retry comes from the memoised templates
+    assert first["cards"] and first == retry
+    assert without_uuids(first) == without_uuids(other)
+    assert not set(uuids(first)) & set(uuids(other))
+    assert len(set(uuids(first))) == len(uuids(first))
+    assert all(uuid.UUID(u).version == 5 for u in uuids(first))
+    http = post(client, "pgx-order-sign", {**body, "hookInstance": "hi-a"}).json()
+    assert uuids(http) == uuids(first)
 
 
 def _vital(obs_id: str, loinc: str, value: float, unit: str) -> dict:
