@@ -8,6 +8,7 @@ order-select -> order-sign card de-duplication.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 from collections import OrderedDict
@@ -83,10 +84,13 @@ class Deps:
     recommendations: _Memo = field(default_factory=lambda: _Memo(512))
     card_templates: _Memo = field(default_factory=lambda: _Memo(512))
     written: _Memo = field(default_factory=lambda: _Memo(8192))  # (key, value) -> when we last wrote it
+    evaluations: _Memo = field(default_factory=lambda: _Memo(512))  # request content -> _Evaluation
     card_rules: WriteBehind = field(init=False)  # card uuid -> rule id records, batched off the request path
+    knowledge_tag: str = field(init=False)  # names the knowledge version in cache keys
 
     def __post_init__(self) -> None:
         self.card_rules = WriteBehind(self.kv)
+        self.knowledge_tag = hashlib.sha256(self.knowledge.version.encode()).hexdigest()[:12]
 
 
 class Snapshot(BaseModel):
@@ -131,8 +135,14 @@ def _checked_fhir_server(req: HookRequest, deps: Deps, principal: Principal | No
         allowed = principal.issuer.fhir_servers
         if not allowed:
             return None, "no FHIR servers are configured for this issuer"
+    return _validated_fhir_server(req.fhirServer, tuple(allowed) if allowed is not None else None, s.fhir.allow_http)
+
+
+@functools.lru_cache(maxsize=256)
+def _validated_fhir_server(url: str, allowed: tuple[str, ...] | None, allow_http: bool) -> tuple[str | None, str | None]:
     try:
-        return validate_fhir_server(req.fhirServer, allowed=allowed, allow_http=s.fhir.allow_http), None
+        return validate_fhir_server(url, allowed=list(allowed) if allowed is not None else None,
+                                    allow_http=allow_http), None
     except ValueError as exc:
         return None, str(exc)
 
@@ -357,35 +367,80 @@ def _order_cards(
     return templates
 
 
+@dataclass
+class _Evaluation:
+    """What a request evaluated to, before the hook instance is bound: reusable for the same content."""
+
+    templates: list[CardTemplate]
+    patient_key: str | None = None
+    source: str = "none"
+    fhir_calls: int = 0
+    reusable: bool = False  # answered from the request alone (no FHIR call, no cache read)
+    snapshot: tuple[str, Snapshot, str] | None = None  # (cache key, snapshot, content id) to keep cached
+
+
 async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal: Principal | None) -> Outcome:
-    s = deps.settings
     hook = service.hook
     fhir_server, refused = _checked_fhir_server(req, deps, principal)
     if refused:
         log.warning("fhir_server_refused", reason=refused)
     if req.fhirAuthorization is not None and req.fhirServer is None:
         raise HookError(400, "fhirAuthorization requires fhirServer")
-    patient_id = req.context.patientId
+    ctx = req.context
+    if hook in ("order-select", "order-sign"):
+        if ctx.draftOrders is None:
+            raise HookError(400, "context.draftOrders is required for " + hook)
+        if hook == "order-select" and not ctx.selections:
+            raise HookError(400, "context.selections is required for order-select")
 
-    orders: list[DraftOrder] = []
+    # A request answered from its prefetch alone is a function of its content, the knowledge, the settings
+    # and the date (not of its hookInstance, token or any cache): the same content again (a retry, the
+    # order-select that follows for the same orders) reuses the evaluated card templates.
+    memo_key = None
+    evaluation = None
+    if _has_usable_prefetch(req.prefetch, _OBS_KEY):
+        memo_key = ("request", date.today(), hashlib.sha1(orjson.dumps(
+            [hook, fhir_server, req.fhirServer, refused, ctx.patientId, ctx.encounterId, ctx.userId,
+             ctx.selections, ctx.draftOrders, req.prefetch])).digest())
+        evaluation = deps.evaluations.get(memo_key)
+        if evaluation is not None and evaluation.snapshot is not None:
+            await _store(deps, *evaluation.snapshot)  # the newest prefetch replaces what is cached
+    if evaluation is None:
+        evaluation = await _evaluate_request(service, req, deps, fhir_server, refused)
+        if memo_key is not None and evaluation.reusable:
+            deps.evaluations.put(memo_key, evaluation)
+
+    bound = [(t, t.bind(req.hookInstance)) for t in evaluation.templates]
+    cards = await _dedupe_and_remember(bound, hook, deps, evaluation.patient_key) if bound else bound
+    body = orjson.dumps({"cards": [data for _, data in cards]})
+    for t, _ in cards:
+        metrics.CARDS.labels(indicator=t.indicator, rule=t.rule_id).inc()
+    return Outcome(body=body, indicators=tuple(t.indicator for t, _ in cards), patient_key=evaluation.patient_key,
+                   source=evaluation.source, fhir_calls=evaluation.fhir_calls)
+
+
+async def _evaluate_request(
+    service: ServiceDef, req: HookRequest, deps: Deps, fhir_server: str | None, refused: str | None
+) -> _Evaluation:
+    """request -> patient data -> genomic profile -> recommendations -> card templates."""
+    s = deps.settings
+    hook = service.hook
+    patient_id = req.context.patientId
     needs: frozenset[str] | None = None  # patient-view: everything its prefetch names
     drug_orders: list[tuple[DraftOrder, list]] = []
+    fetched_orders = False
     if hook in ("order-select", "order-sign"):
-        if req.context.draftOrders is None:
-            raise HookError(400, "context.draftOrders is required for " + hook)
-        if hook == "order-select" and not req.context.selections:
-            raise HookError(400, "context.selections is required for order-select")
         selections = req.context.selections if hook == "order-select" else None
         orders_key = ("orders", hashlib.sha1(orjson.dumps([selections, req.context.draftOrders])).digest())
         memo = deps.snapshots.get(orders_key)
         if memo is not None:  # the same draft orders as a recent request: same drugs
-            orders, drug_orders, needs = memo
+            _orders, drug_orders, needs = memo
         else:
             orders = extract_orders(req.context.draftOrders, selections)
-            needs_lookup = any(o.codes == [] and not o.text for o in orders) or any(
+            fetched_orders = any(o.codes == [] and not o.text for o in orders) or any(
                 (o.resource.get("medicationReference") or {}).get("reference") for o in orders
             )
-            if needs_lookup:
+            if fetched_orders:
                 token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
                 orders = await resolve_medications(
                     orders, prefetch=req.prefetch, draft_orders=req.context.draftOrders, fhir_server=fhir_server,
@@ -394,14 +449,14 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
             drug_orders = [(o, recognise(deps.knowledge, o)) for o in orders]
             drug_orders = [(o, d) for o, d in drug_orders if d]
             needs = _data_needs(deps.knowledge, {d.name for _, ds in drug_orders for d in ds})
-            if not needs_lookup:
+            if not fetched_orders:
                 deps.snapshots.put(orders_key, (orders, drug_orders, needs))
         if not drug_orders:
-            return Outcome()
+            return _Evaluation(templates=[], reusable=not fetched_orders)
 
     # the cache/log key names the EHR the patient id belongs to, even when we may not contact it
     pkey = patient_hash(s.log_salt, fhir_server or req.fhirServer, patient_id)
-    cache_key = f"snap:{hashlib.sha256(deps.knowledge.version.encode()).hexdigest()[:12]}:{pkey}"
+    cache_key = f"snap:{deps.knowledge_tag}:{pkey}"
     snap, source, calls, content_id = await _load_snapshot(req, deps, fhir_server, cache_key, hook, needs)
     if not snap.patient.observations_available:
         metrics.PREFETCH_412.labels(service=service.id).inc()
@@ -412,7 +467,6 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
             412, f"Required data unavailable: prefetch '{_OBS_KEY}' was not provided and {why}", code="processing"
         )
 
-    recs: list[Recommendation] = []
     app_url = _app_url(s, req)
     if hook == "patient-view":
         recs = summarize_profile(deps.knowledge, snap.profile, snap.patient, settings=s)
@@ -422,15 +476,12 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
         templates = []
         for order, _drugs in drug_orders:
             order_recs, recs_key = _evaluate(deps, snap, content_id, order, today)
-            recs.extend(order_recs)
             templates.extend(_order_cards(deps, order_recs, recs_key, order, patient_id, app_url))
-    bound = [(t, t.bind(req.hookInstance)) for t in templates]
-    cards = await _dedupe_and_remember(bound, hook, deps, pkey)
-    body = orjson.dumps({"cards": [data for _, data in cards]})
-    for t, _ in cards:
-        metrics.CARDS.labels(indicator=t.indicator, rule=t.rule_id).inc()
-    return Outcome(body=body, indicators=tuple(t.indicator for t, _ in cards), patient_key=pkey, source=source,
-                   fhir_calls=calls)
+    from_request = source == "prefetch" and calls == 0 and not fetched_orders
+    return _Evaluation(
+        templates=templates, patient_key=pkey, source=source, fhir_calls=calls, reusable=from_request,
+        snapshot=(cache_key, snap, content_id) if from_request else None,
+    )
 
 
 def _app_url(s: Settings, req: HookRequest) -> str | None:

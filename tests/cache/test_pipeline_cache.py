@@ -148,3 +148,59 @@ async def test_cold_path_fetches_only_what_the_ordered_drugs_need_and_tops_up_th
         out = await run_hook(svc, HookRequest.model_validate(warfarin), app.state.deps, None)
         assert out.source == "fhir" and "vitals" in seen and "MedicationRequest" in seen
     await app.state.fhir.aclose()
+
+
+async def test_same_request_content_reuses_the_evaluation_and_any_change_re_evaluates(monkeypatch):
+    """A request answered from its prefetch alone is evaluated once per content: another hookInstance (or
+    token) reuses it; a change to anything the answer depends on is evaluated afresh."""
+    import service.hooks.pipeline as pipeline
+
+    app = _app()
+    svc = SERVICES["pgx-order-select"]
+    evaluated = []
+    real = pipeline._evaluate_request
+
+    async def counting(*a, **kw):
+        evaluated.append(1)
+        return await real(*a, **kw)
+
+    monkeypatch.setattr(pipeline, "_evaluate_request", counting)
+
+    def summary(out) -> list[str]:
+        return [c.summary for c in out.response.cards]
+
+    base = rq.order_select(fhirServer=FHIR, fhirAuthorization=AUTH)
+    first = await run_hook(svc, HookRequest.model_validate(base), app.state.deps, None)
+    again = await run_hook(svc, HookRequest.model_validate(
+        {**base, "hookInstance": "another", "fhirAuthorization": {**AUTH, "access_token": "other"}}), app.state.deps, None)
+    assert len(evaluated) == 1 and summary(first) == summary(again) and first.response.cards
+    assert first.response.cards[0].uuid != again.response.cards[0].uuid
+
+    nm = rq.order_select(fhirServer=FHIR, obs=[rq.CYP2C19_NM])
+    assert summary(await run_hook(svc, HookRequest.model_validate(nm), app.state.deps, None)) == []  # prefetch
+    apap = rq.order_select(fhirServer=FHIR, orders=[rq.CLOPIDOGREL, rq.ACETAMINOPHEN],
+                           selections=["MedicationRequest/draft-apap"])
+    assert summary(await run_hook(svc, HookRequest.model_validate(apap), app.state.deps, None)) == []  # selections
+    other_patient = {**base, "context": {**base["context"], "patientId": "someone-else"}}
+    out = await run_hook(svc, HookRequest.model_validate(other_patient), app.state.deps, None)
+    assert out.patient_key != first.patient_key  # patient id
+    assert len(evaluated) == 4
+
+    monkeypatch.setattr(pipeline, "date", type("D", (), {"today": staticmethod(lambda: __import__("datetime").date(2099, 1, 1))}))
+    await run_hook(svc, HookRequest.model_validate(base), app.state.deps, None)
+    assert len(evaluated) == 5  # another day (ages and so populations can change)
+    await app.state.fhir.aclose()
+
+
+async def test_an_answer_that_needed_the_fhir_server_is_not_reused():
+    app = _app()
+    svc = SERVICES["pgx-order-select"]
+    body = rq.order_select(fhirServer=FHIR, fhirAuthorization=AUTH)
+    del body["prefetch"]["patient"]  # prefetch lacks the patient: it is read from the FHIR server
+    with respx.mock(assert_all_called=False) as m:
+        route = m.route(url__startswith=FHIR + "/Patient").mock(return_value=httpx.Response(200, json=rq.PATIENT))
+        for i in range(2):
+            out = await run_hook(svc, HookRequest.model_validate({**body, "hookInstance": f"h{i}"}), app.state.deps, None)
+            assert out.response.cards and out.fhir_calls == 1
+        assert route.call_count == 2
+    await app.state.fhir.aclose()
