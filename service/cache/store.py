@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import Protocol
+from typing import Callable, Protocol
 
 import structlog
 
@@ -27,6 +27,8 @@ class KV(Protocol):
     async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
     async def set_nx(self, key: str, value: bytes, ttl_s: int) -> bool | None: ...
     async def set_many(self, items: list[tuple[str, bytes, int]]) -> None: ...
+    async def hset_many(self, key: str, mapping: dict[str, bytes], ttl_s: int) -> None: ...
+    async def hget_first(self, keys: list[str], field: str) -> bytes | None: ...
     async def delete(self, key: str) -> None: ...
     async def delete_prefix(self, prefix: str) -> int: ...
     async def ping(self) -> bool: ...
@@ -62,6 +64,22 @@ class InProcessKV:
     async def set_many(self, items: list[tuple[str, bytes, int]]) -> None:
         for key, value, ttl in items:
             await self.set(key, value, ttl)
+
+    async def hset_many(self, key: str, mapping: dict[str, bytes], ttl_s: int) -> None:
+        """Fields of a hash (at most `max_entries` per hash, oldest dropped first)."""
+        item = self._data.get(key)
+        fields = item[1] if item is not None and isinstance(item[1], dict) else {}
+        fields.update(mapping)
+        while len(fields) > self._max:
+            del fields[next(iter(fields))]
+        await self.set(key, fields, ttl_s)  # type: ignore[arg-type]
+
+    async def hget_first(self, keys: list[str], field: str) -> bytes | None:
+        for key in keys:
+            fields = await self.get(key)
+            if isinstance(fields, dict) and field in fields:
+                return fields[field]
+        return None
 
     async def set_nx(self, key: str, value: bytes, ttl_s: int) -> bool:
         if await self.get(key) is not None:
@@ -163,6 +181,24 @@ class RedisKV:
             pipe.set(self.key(key), value, ex=ttl if ttl > 0 else None)
         await self._call("set_many", pipe.execute(), None)
 
+    async def hset_many(self, key: str, mapping: dict[str, bytes], ttl_s: int) -> None:
+        """Fields of one hash and its expiry, in one round trip (one command however many fields)."""
+        if not mapping:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hset(self.key(key), mapping=mapping)
+        if ttl_s > 0:
+            pipe.expire(self.key(key), ttl_s)
+        await self._call("hset_many", pipe.execute(), None)
+
+    async def hget_first(self, keys: list[str], field: str) -> bytes | None:
+        """The field from the first of these hashes that has it (one round trip)."""
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(self.key(key), field)
+        found = await self._call("hget_first", pipe.execute(), None)
+        return next((v for v in found or () if v is not None), None)
+
     async def set_nx(self, key: str, value: bytes, ttl_s: int) -> bool | None:
         """True if set, False if it existed, None if Redis could not tell."""
         res = await self._call("set_nx", self._client.set(self.key(key), value, ex=max(ttl_s, 1), nx=True), "err")
@@ -197,23 +233,28 @@ class RedisKV:
 
 
 class WriteBehind:
-    """Writes that no request waits for, sent to the store in batches: one pipelined round trip per
-    `interval_s` however many requests queued writes (used for card uuid -> rule records, one per card
-    shown). At most `max_pending` writes wait; beyond that new ones are dropped and counted. `flush()`
-    sends what is queued now (before a read that needs it, and at shutdown)."""
+    """Hash-field writes that no request waits for, sent in batches: every `interval_s`, one HSET per hash
+    however many requests queued fields (used for card uuid -> rule records, one per card shown; a
+    command per record made the event loop stall for milliseconds at each flush under load). `key()`
+    names the hash at flush time (a daily bucket) and `ttl_s` is its expiry. At most `max_pending`
+    fields wait; beyond that new ones are dropped and counted. `flush()` sends what is queued now
+    (before a read that needs it, and at shutdown)."""
 
-    def __init__(self, kv: KV, interval_s: float = 0.05, max_pending: int = 10_000) -> None:
+    def __init__(self, kv: KV, key: Callable[[], str], ttl_s: int, interval_s: float = 0.05,
+                 max_pending: int = 10_000) -> None:
         self._kv = kv
+        self._key = key
+        self._ttl = ttl_s
         self._interval = interval_s
         self._max = max_pending
-        self._pending: list[tuple[str, bytes, int]] = []
+        self._pending: dict[str, bytes] = {}
         self._task: asyncio.Task | None = None
 
-    def add(self, key: str, value: bytes, ttl_s: int) -> None:
+    def add(self, field: str, value: bytes) -> None:
         if len(self._pending) >= self._max:
             metrics.REDIS_ERRORS.labels(op="write_behind_dropped").inc()
             return
-        self._pending.append((key, value, ttl_s))
+        self._pending[field] = value
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._later())
 
@@ -225,9 +266,9 @@ class WriteBehind:
         await self.flush()
 
     async def flush(self) -> None:
-        batch, self._pending = self._pending, []
+        batch, self._pending = self._pending, {}
         if batch:
-            await self._kv.set_many(batch)
+            await self._kv.hset_many(self._key(), batch, self._ttl)
 
     def __len__(self) -> int:
         return len(self._pending)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,17 @@ STREAM = "pgx-cds:feedback"
 _DEDUPE_TTL = 7 * 24 * 3600
 
 
-def card_rule_key(card_uuid: str) -> str:
-    return f"cardrule:{card_uuid}"
+CARD_RULE_DAYS = 8  # feedback on a card is counted for its rule up to this many days after it was shown
+
+
+def card_rule_bucket(day: date | None = None) -> str:
+    """The hash holding card uuid -> rule id for the cards shown on one (UTC) day."""
+    return f"cardrules:{(day or datetime.now(timezone.utc).date()).isoformat()}"
+
+
+def card_rule_buckets() -> list[str]:
+    today = datetime.now(timezone.utc).date()
+    return [card_rule_bucket(today - timedelta(days=d)) for d in range(CARD_RULE_DAYS)]
 
 
 class FeedbackStore:
@@ -54,7 +63,7 @@ class FeedbackStore:
             if item.card:
                 if self._card_rules is not None and len(self._card_rules):
                     await self._card_rules.flush()
-                raw = await self._kv.get(card_rule_key(item.card))
+                raw = await self._kv.hget_first(card_rule_buckets(), item.card)
                 rule = raw.decode() if raw else None
             record["rule"] = rule
             ident = hashlib.sha256(

@@ -24,7 +24,7 @@ from service.auth.jwt import Principal
 from service.cache.store import KV, WriteBehind
 from service.cards.builder import CardTemplate, build_card_template
 from service.config import Settings
-from service.feedback.store import card_rule_key
+from service.feedback.store import CARD_RULE_DAYS, card_rule_bucket
 from service.fhir.client import FhirClient, validate_fhir_server
 from service.fhir.genomics import build_profile
 from service.fhir.models import DraftOrder, PatientData
@@ -45,7 +45,6 @@ from service.pgx.phenotype import annotate_profile
 log = structlog.get_logger("pgx_cds.hooks")
 
 _OBS_KEY = next(iter(REQUIRED_KEYS))
-_CARD_RULE_TTL = 30 * 24 * 3600
 
 
 class _Memo:
@@ -89,7 +88,7 @@ class Deps:
     knowledge_tag: str = field(init=False)  # names the knowledge version in cache keys
 
     def __post_init__(self) -> None:
-        self.card_rules = WriteBehind(self.kv)
+        self.card_rules = WriteBehind(self.kv, key=card_rule_bucket, ttl_s=(CARD_RULE_DAYS + 1) * 24 * 3600)
         self.knowledge_tag = hashlib.sha256(self.knowledge.version.encode()).hexdigest()[:12]
 
 
@@ -190,21 +189,21 @@ async def _load_snapshot(
         flight = (key, needs)
         pending = deps.inflight.get(flight)
         if pending is not None:
-            snap, calls = await asyncio.shield(pending)
-            return snap, "fhir-shared", 0, "x" + key
+            snap, calls, content_id, _raw = await asyncio.shield(pending)
+            return snap, "fhir-shared", 0, content_id
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         deps.inflight[flight] = fut
         try:
             snap, calls = await _fetch_snapshot(req, deps, fhir_server, token, hook, needs)
-            fut.set_result((snap, calls))
+            raw = snap.model_dump_json().encode()
+            content_id = "c" + hashlib.sha1(raw).hexdigest()
+            fut.set_result((snap, calls, content_id, raw))
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved
             raise
         finally:
             deps.inflight.pop(flight, None)
-        raw = snap.model_dump_json().encode()
-        content_id = "c" + hashlib.sha1(raw).hexdigest()
         if snap.patient.observations_available:
             await _store(deps, key, snap, content_id, raw)
         return snap, "fhir", calls, content_id
@@ -322,7 +321,7 @@ async def _dedupe_and_remember(
         await _write_changed(deps, writes)
     for t, data in out:
         if t.rule_id:
-            deps.card_rules.add(card_rule_key(data["uuid"]), t.rule_id.encode(), _CARD_RULE_TTL)
+            deps.card_rules.add(data["uuid"], t.rule_id.encode())
     return out
 
 
@@ -429,6 +428,7 @@ async def _evaluate_request(
     needs: frozenset[str] | None = None  # patient-view: everything its prefetch names
     drug_orders: list[tuple[DraftOrder, list]] = []
     fetched_orders = False
+    orders_key = None
     if hook in ("order-select", "order-sign"):
         selections = req.context.selections if hook == "order-select" else None
         orders_key = ("orders", hashlib.sha1(orjson.dumps([selections, req.context.draftOrders])).digest())
@@ -473,10 +473,16 @@ async def _evaluate_request(
         templates = [CardTemplate(build_card_template(r, patient_id=patient_id, app_url=app_url)) for r in recs]
     else:
         today = date.today()
-        templates = []
-        for order, _drugs in drug_orders:
-            order_recs, recs_key = _evaluate(deps, snap, content_id, order, today)
-            templates.extend(_order_cards(deps, order_recs, recs_key, order, patient_id, app_url))
+        # the same snapshot and draft orders again (cached or shared): the same templates
+        cards_key = None if fetched_orders else ("cards", content_id, orders_key, patient_id, today)
+        templates = deps.card_templates.get(cards_key) if cards_key else None
+        if templates is None:
+            templates = []
+            for order, _drugs in drug_orders:
+                order_recs, recs_key = _evaluate(deps, snap, content_id, order, today)
+                templates.extend(_order_cards(deps, order_recs, recs_key, order, patient_id, app_url))
+            if cards_key:
+                deps.card_templates.put(cards_key, templates)
     from_request = source == "prefetch" and calls == 0 and not fetched_orders
     return _Evaluation(
         templates=templates, patient_key=pkey, source=source, fhir_calls=calls, reusable=from_request,

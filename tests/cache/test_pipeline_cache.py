@@ -84,6 +84,32 @@ async def test_concurrent_misses_share_one_fetch():
     await app.state.fhir.aclose()
 
 
+async def test_requests_sharing_a_fetch_get_the_fetched_data_not_an_earlier_answer():
+    """Regression: a request that waited for another's fetch was evaluated under a content id naming only
+    the patient, so after the patient's result changed, a later shared fetch reused the old answer."""
+    app = _app(cache={"profile_ttl_s": 0})  # nothing cached: every round fetches
+    svc = SERVICES["pgx-order-select"]
+    result = {"obs": rq.CYP2C19_PM}
+
+    async def slow(request):
+        await asyncio.sleep(0.1)
+        if "Observation" in request.url.path:
+            return httpx.Response(200, json=rq.bundle(result["obs"]))
+        if "Patient" in request.url.path:
+            return httpx.Response(200, json=rq.PATIENT)
+        return httpx.Response(200, json=rq.bundle())
+
+    with respx.mock(assert_all_called=False) as m:
+        m.route(url__startswith=FHIR).mock(side_effect=slow)
+        first = await asyncio.gather(*(run_hook(svc, _req(prefetch=False), app.state.deps, None) for _ in range(3)))
+        result["obs"] = rq.CYP2C19_NM  # the lab corrected the result
+        second = await asyncio.gather(*(run_hook(svc, _req(prefetch=False), app.state.deps, None) for _ in range(3)))
+    assert "fhir-shared" in {o.source for o in first} and "fhir-shared" in {o.source for o in second}
+    assert all(len(o.response.cards) == 1 for o in first)
+    assert all(o.response.cards == [] for o in second)
+    await app.state.fhir.aclose()
+
+
 def test_cache_clear_cli(redis_url):
     async def fill():
         app = _app(redis_url)

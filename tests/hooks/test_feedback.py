@@ -80,3 +80,21 @@ def test_feedback_right_after_the_card_is_counted_for_its_rule(redis_url, tmp_pa
         text = c.get("/metrics").text
     rule = card["extension"]["pgx-cds"]["recommendation"]["ruleId"]
     assert f'pgx_cds_feedback_total{{outcome="overridden",rule="{rule}"}} 1.0' in text
+
+
+def test_feedback_days_after_the_card_still_finds_its_rule(redis_url, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from service.feedback.store import CARD_RULE_DAYS, card_rule_bucket
+
+    today = datetime.now(timezone.utc).date()
+    file = tmp_path / "f.ndjson"
+    with make_client(redis_url=redis_url, feedback_file=file) as c:
+        kv = c.app.state.kv
+        for age, card in [(CARD_RULE_DAYS - 1, "card-old"), (CARD_RULE_DAYS, "card-too-old")]:
+            c.portal.call(kv.hset_many, card_rule_bucket(today - timedelta(days=age)), {card: b"rule-x"}, 60)
+        assert c.post(FB, json={"feedback": [item(card="card-old"), item(card="card-too-old")]}).json() == {"stored": 2}
+        import redis
+        records = [json.loads(f[b"json"]) for _, f in redis.Redis.from_url(redis_url).xrange("pgx-cds:feedback")]
+    rules = {r["card"]: r["rule"] for r in records}
+    assert rules["card-old"] == "rule-x" and rules["card-too-old"] is None
