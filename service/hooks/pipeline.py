@@ -392,20 +392,21 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
         if hook == "order-select" and not ctx.selections:
             raise HookError(400, "context.selections is required for order-select")
 
-    # A request answered from its prefetch alone is a function of its content, the knowledge, the settings
-    # and the date (not of its hookInstance, token or any cache): the same content again (a retry, the
-    # order-select that follows for the same orders) reuses the evaluated card templates.
+    # Everything the answer depends on apart from the date and, without prefetch, the patient's cached data
+    # (not the hookInstance or token): the same content again (a retry, the order-select that follows for
+    # the same orders, the next hook call for the same patient) reuses what was derived from it.
+    digest = hashlib.sha1(orjson.dumps(
+        [hook, fhir_server, req.fhirServer, refused, ctx.patientId, ctx.encounterId, ctx.userId,
+         ctx.selections, ctx.draftOrders, req.prefetch])).digest()
     memo_key = None
     evaluation = None
-    if _has_usable_prefetch(req.prefetch, _OBS_KEY):
-        memo_key = ("request", date.today(), hashlib.sha1(orjson.dumps(
-            [hook, fhir_server, req.fhirServer, refused, ctx.patientId, ctx.encounterId, ctx.userId,
-             ctx.selections, ctx.draftOrders, req.prefetch])).digest())
+    if _has_usable_prefetch(req.prefetch, _OBS_KEY):  # answered from the request alone
+        memo_key = ("request", date.today(), digest)
         evaluation = deps.evaluations.get(memo_key)
         if evaluation is not None and evaluation.snapshot is not None:
             await _store(deps, *evaluation.snapshot)  # the newest prefetch replaces what is cached
     if evaluation is None:
-        evaluation = await _evaluate_request(service, req, deps, fhir_server, refused)
+        evaluation = await _evaluate_request(service, req, deps, fhir_server, refused, digest)
         if memo_key is not None and evaluation.reusable:
             deps.evaluations.put(memo_key, evaluation)
 
@@ -418,44 +419,56 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
                    source=evaluation.source, fhir_calls=evaluation.fhir_calls)
 
 
+async def _plan_orders(
+    hook: str, req: HookRequest, deps: Deps, fhir_server: str | None
+) -> tuple[list[tuple[DraftOrder, list]], frozenset[str] | None, bytes | None, bool]:
+    """The draft orders with recognised drugs, the prefetch keys their guidelines read (None for
+    patient-view: everything), a key for the orders' content, and whether the FHIR server was needed."""
+    if hook not in ("order-select", "order-sign"):
+        return [], None, None, False
+    s = deps.settings
+    selections = req.context.selections if hook == "order-select" else None
+    orders_key = hashlib.sha1(orjson.dumps([selections, req.context.draftOrders])).digest()
+    memo = deps.snapshots.get(("orders", orders_key))
+    if memo is not None:  # the same draft orders as a recent request: same drugs
+        return memo[1], memo[2], orders_key, False
+    orders = extract_orders(req.context.draftOrders, selections)
+    fetched = any(o.codes == [] and not o.text for o in orders) or any(
+        (o.resource.get("medicationReference") or {}).get("reference") for o in orders
+    )
+    if fetched:
+        token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
+        orders = await resolve_medications(
+            orders, prefetch=req.prefetch, draft_orders=req.context.draftOrders, fhir_server=fhir_server,
+            access_token=token, client=deps.fhir, settings=s,
+        )
+    drug_orders = [(o, recognise(deps.knowledge, o)) for o in orders]
+    drug_orders = [(o, d) for o, d in drug_orders if d]
+    needs = _data_needs(deps.knowledge, {d.name for _, ds in drug_orders for d in ds})
+    if not fetched:
+        deps.snapshots.put(("orders", orders_key), (orders, drug_orders, needs))
+    return drug_orders, needs, orders_key, fetched
+
+
 async def _evaluate_request(
-    service: ServiceDef, req: HookRequest, deps: Deps, fhir_server: str | None, refused: str | None
+    service: ServiceDef, req: HookRequest, deps: Deps, fhir_server: str | None, refused: str | None, digest: bytes
 ) -> _Evaluation:
     """request -> patient data -> genomic profile -> recommendations -> card templates."""
     s = deps.settings
     hook = service.hook
     patient_id = req.context.patientId
-    needs: frozenset[str] | None = None  # patient-view: everything its prefetch names
-    drug_orders: list[tuple[DraftOrder, list]] = []
-    fetched_orders = False
-    orders_key = None
-    if hook in ("order-select", "order-sign"):
-        selections = req.context.selections if hook == "order-select" else None
-        orders_key = ("orders", hashlib.sha1(orjson.dumps([selections, req.context.draftOrders])).digest())
-        memo = deps.snapshots.get(orders_key)
-        if memo is not None:  # the same draft orders as a recent request: same drugs
-            _orders, drug_orders, needs = memo
-        else:
-            orders = extract_orders(req.context.draftOrders, selections)
-            fetched_orders = any(o.codes == [] and not o.text for o in orders) or any(
-                (o.resource.get("medicationReference") or {}).get("reference") for o in orders
-            )
-            if fetched_orders:
-                token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
-                orders = await resolve_medications(
-                    orders, prefetch=req.prefetch, draft_orders=req.context.draftOrders, fhir_server=fhir_server,
-                    access_token=token, client=deps.fhir, settings=s,
-                )
-            drug_orders = [(o, recognise(deps.knowledge, o)) for o in orders]
-            drug_orders = [(o, d) for o, d in drug_orders if d]
-            needs = _data_needs(deps.knowledge, {d.name for _, ds in drug_orders for d in ds})
-            if not fetched_orders:
-                deps.snapshots.put(orders_key, (orders, drug_orders, needs))
-        if not drug_orders:
-            return _Evaluation(templates=[], reusable=not fetched_orders)
+    plan = deps.evaluations.get(("plan", digest))  # the same request content: the same drugs and keys
+    if plan is not None:
+        drug_orders, needs, orders_key, pkey, fetched_orders = plan
+    else:
+        drug_orders, needs, orders_key, fetched_orders = await _plan_orders(hook, req, deps, fhir_server)
+        # the cache/log key names the EHR the patient id belongs to, even when we may not contact it
+        pkey = patient_hash(s.log_salt, fhir_server or req.fhirServer, patient_id)
+        if not fetched_orders:
+            deps.evaluations.put(("plan", digest), (drug_orders, needs, orders_key, pkey, fetched_orders))
+    if hook != "patient-view" and not drug_orders:
+        return _Evaluation(templates=[], reusable=not fetched_orders)
 
-    # the cache/log key names the EHR the patient id belongs to, even when we may not contact it
-    pkey = patient_hash(s.log_salt, fhir_server or req.fhirServer, patient_id)
     cache_key = f"snap:{deps.knowledge_tag}:{pkey}"
     snap, source, calls, content_id = await _load_snapshot(req, deps, fhir_server, cache_key, hook, needs)
     if not snap.patient.observations_available:
@@ -468,21 +481,21 @@ async def _evaluate_request(
         )
 
     app_url = _app_url(s, req)
-    if hook == "patient-view":
-        recs = summarize_profile(deps.knowledge, snap.profile, snap.patient, settings=s)
-        templates = [CardTemplate(build_card_template(r, patient_id=patient_id, app_url=app_url)) for r in recs]
-    else:
-        today = date.today()
-        # the same snapshot and draft orders again (cached or shared): the same templates
-        cards_key = None if fetched_orders else ("cards", content_id, orders_key, patient_id, today)
-        templates = deps.card_templates.get(cards_key) if cards_key else None
-        if templates is None:
+    today = date.today()
+    # the same snapshot and draft orders again (cached, shared or prefetched): the same templates
+    cards_key = None if fetched_orders else (hook == "patient-view", content_id, orders_key, patient_id, today)
+    templates = deps.card_templates.get(cards_key) if cards_key else None
+    if templates is None:
+        if hook == "patient-view":
+            recs = summarize_profile(deps.knowledge, snap.profile, snap.patient, settings=s)
+            templates = [CardTemplate(build_card_template(r, patient_id=patient_id, app_url=app_url)) for r in recs]
+        else:
             templates = []
             for order, _drugs in drug_orders:
                 order_recs, recs_key = _evaluate(deps, snap, content_id, order, today)
                 templates.extend(_order_cards(deps, order_recs, recs_key, order, patient_id, app_url))
-            if cards_key:
-                deps.card_templates.put(cards_key, templates)
+        if cards_key:
+            deps.card_templates.put(cards_key, templates)
     from_request = source == "prefetch" and calls == 0 and not fetched_orders
     return _Evaluation(
         templates=templates, patient_key=pkey, source=source, fhir_calls=calls, reusable=from_request,
