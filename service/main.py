@@ -28,7 +28,7 @@ from service.hooks.errors import HookError, error_response, hook_error_response,
 from service.hooks.pipeline import Deps
 from service.hooks.router import HookFastPath, router as hooks_router
 from service.observability import metrics
-from service.observability.logging import configure_logging
+from service.observability.logging import configure_logging, end_request, start_request
 from service.observability.tracing import setup_tracing
 from service.smart.router import router as smart_router
 from service.pgx.knowledge import load_knowledge
@@ -57,6 +57,7 @@ class _Observe:
 
     def __init__(self, app) -> None:
         self.app = app
+        self.log = log.bind()  # a concrete logger for the configuration in force (no per-call proxy)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -64,7 +65,7 @@ class _Observe:
         started = time.perf_counter()
         state = {"status": 500, "started": False}
         request_id = f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        token = start_request(request_id=request_id)
 
         async def _send(message):
             if message["type"] == "http.response.start":
@@ -76,7 +77,7 @@ class _Observe:
         try:
             await self.app(scope, receive, _send)
         except Exception as exc:  # noqa: BLE001 - fail safe: a clear 500, never a hang or a trace
-            log.error("unhandled_error", error=type(exc).__name__)
+            self.log.error("unhandled_error", error=type(exc).__name__)
             if not state["started"]:
                 body = orjson.dumps(operation_outcome("Internal error; the request was not evaluated", "exception"))
                 await _send({"type": "http.response.start", "status": 500,
@@ -86,11 +87,11 @@ class _Observe:
             path = scope.get("path", "")
             label = _route_label(path)
             elapsed = time.perf_counter() - started
-            metrics.REQUEST_LATENCY.labels(service=label, status=str(state["status"])).observe(elapsed)
+            metrics.child(metrics.REQUEST_LATENCY, label, str(state["status"])).observe(elapsed)
             if path not in ("/healthz", "/readyz", "/metrics"):
-                log.info("request", method=scope.get("method"), route=label, status=state["status"],
-                         ms=round(elapsed * 1000, 2))
-            structlog.contextvars.clear_contextvars()
+                self.log.info("request", method=scope.get("method"), route=label, status=state["status"],
+                              ms=round(elapsed * 1000, 2))
+            end_request(token)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -133,6 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # FastAPI's own OpenTelemetry hooks stay off: traces go only through observability/tracing.py,
+        # which records server spans and nothing that could carry an identifier (no logs or exception
+        # records exported to whatever global provider a host has set up). Also a per-request check less.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.knowledge = knowledge

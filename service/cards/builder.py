@@ -39,9 +39,12 @@ OVERRIDE_REASONS: tuple[Coding, ...] = (
 )
 
 
+_NS_BYTES = _NS.bytes
+
+
 def _uuid(*parts: object) -> str:
     """A name-based (version 5) UUID: the same hook instance and card give the same uuid."""
-    digest = bytearray(hashlib.sha1(_NS.bytes + "\x1f".join(str(p) for p in parts).encode()).digest()[:16])
+    digest = bytearray(hashlib.sha1(_NS_BYTES + "\x1f".join(map(str, parts)).encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     h = digest.hex()

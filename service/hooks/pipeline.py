@@ -414,7 +414,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     cards = await _dedupe_and_remember(bound, hook, deps, evaluation.patient_key) if bound else bound
     body = orjson.dumps({"cards": [data for _, data in cards]})
     for t, _ in cards:
-        metrics.CARDS.labels(indicator=t.indicator, rule=t.rule_id).inc()
+        metrics.child(metrics.CARDS, t.indicator, t.rule_id).inc()
     return Outcome(body=body, indicators=tuple(t.indicator for t, _ in cards), patient_key=evaluation.patient_key,
                    source=evaluation.source, fhir_calls=evaluation.fhir_calls)
 

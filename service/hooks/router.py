@@ -16,6 +16,7 @@ from service.hooks.errors import HookError, hook_error_response
 from service.hooks.pipeline import run_hook
 from service.hooks.schemas import FeedbackRequest, HookRequest
 from service.observability import metrics
+from service.observability.logging import bind_request
 
 log = structlog.get_logger("pgx_cds.hooks")
 router = APIRouter()
@@ -67,8 +68,13 @@ async def _json_body(request: Request) -> Any:
     if declared and declared.isdigit() and int(declared) > limit:
         raise HookError(413, f"Request body larger than {limit} bytes", code="too-costly")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
+    more = True
+    while more:  # straight from the ASGI receive channel (Request.stream adds an async generator per request)
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise HookError(400, "Client disconnected before the request body was read", code="incomplete")
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
         if len(body) > limit:
             raise HookError(413, f"Request body larger than {limit} bytes", code="too-costly")
     try:
@@ -102,10 +108,10 @@ async def call_service(request: Request) -> Response:
         req = HookRequest.model_validate(raw)
     except ValidationError as exc:
         raise HookError(400, "Invalid request: " + _field_errors(exc), code="structure") from None
-    structlog.contextvars.bind_contextvars(hook_instance=req.hookInstance)
+    bind_request(hook_instance=req.hookInstance)
     outcome = await run_hook(service, req, request.app.state.deps, principal)
     # one log line per request: the access-log middleware adds these fields to it
-    structlog.contextvars.bind_contextvars(
+    bind_request(
         event_kind="hook_evaluated",
         patient_hash=outcome.patient_key,
         cards=len(outcome.indicators),
@@ -127,7 +133,7 @@ async def post_feedback(request: Request) -> Response:
     except ValidationError as exc:
         raise HookError(400, "Invalid feedback: " + _field_errors(exc), code="structure") from None
     stored = await request.app.state.feedback.store(service_id, fb, issuer=principal.iss if principal else None)
-    structlog.contextvars.bind_contextvars(event_kind="feedback_stored", feedback_items=stored)
+    bind_request(event_kind="feedback_stored", feedback_items=stored)
     return json_response({"stored": stored})
 
 

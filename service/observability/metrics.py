@@ -3,6 +3,8 @@ exposes its own; scrape per pod or set PROMETHEUS_MULTIPROC_DIR)."""
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 _LAT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -19,6 +21,13 @@ REDIS_ERRORS = Counter("pgx_cds_redis_errors_total", "Redis calls that failed or
 FEEDBACK = Counter("pgx_cds_feedback_total", "Card feedback received", ["outcome", "rule"])
 AUTH_FAILURES = Counter("pgx_cds_auth_failures_total", "Rejected JWTs", ["reason"])
 PREFETCH_412 = Counter("pgx_cds_precondition_failed_total", "412 answers: required data unobtainable", ["service"])
+
+
+@functools.lru_cache(maxsize=4096)
+def child(metric, *labels: str):
+    """`metric.labels(*labels)`, looked up once per label set (the label sets are bounded: services,
+    statuses, indicators, rule ids); prometheus_client's lookup takes a lock and builds tuples per call."""
+    return metric.labels(*labels)
 
 
 def render() -> tuple[bytes, str]:
