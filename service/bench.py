@@ -123,21 +123,25 @@ def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "al
         resp = httpx.post(url, content=prefetch_bytes, headers={"content-type": "application/json"})
         size = len(resp.content)
 
-        if "baseline" in wanted or "prefetch" in wanted:
-            base = ServiceProcess(env={"PGX_BENCH_RESPONSE_BYTES": str(size)})
-            base_port = base.port
+        def start_baseline(workers: int = 1) -> str:
+            port = free_port()
             env = {**os.environ, "PGX_BENCH_RESPONSE_BYTES": str(size)}
             p = subprocess.Popen([os.sys.executable, "-m", "uvicorn", "service.bench_baseline:create_app", "--factory",
-                                  "--port", str(base_port), "--log-level", "warning"], cwd=ROOT, env=env)
+                                  "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
+                                 cwd=ROOT, env=env)
             procs.append(p)
             for _ in range(100):
                 try:
-                    if httpx.get(f"http://127.0.0.1:{base_port}/healthz").status_code == 200:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            burl = f"http://127.0.0.1:{base_port}/cds-services/pgx-order-select"
+            burl = f"http://127.0.0.1:{port}/cds-services/pgx-order-select"
             _warm(burl, prefetch_bytes)
+            return burl
+
+        if "baseline" in wanted or "prefetch" in wanted or "workers" in wanted:
+            burl = start_baseline()
             results["baseline"] = _wrk(burl, body=prefetch_bytes, connections=connections, duration=duration)
             results["baseline"].note = f"bare FastAPI POST, {size} B response"
 
@@ -172,6 +176,9 @@ def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "al
             _warm(u2, prefetch_bytes)
             results["workers"] = _wrk(u2, body=prefetch_bytes, connections=connections * 2, duration=duration)
             results["workers"].note = "as prefetch, 2 workers (same 2 cores as wrk)"
+            b2 = start_baseline(workers=2)
+            results["base-2w"] = _wrk(b2, body=prefetch_bytes, connections=connections * 2, duration=duration)
+            results["base-2w"].note = "baseline, 2 workers: what the stack itself gains from a second worker here"
     finally:
         for p in procs:
             if isinstance(p, subprocess.Popen):
@@ -346,8 +353,13 @@ def _print(results: dict[str, Result], connections: int) -> None:
         checks.append(("cached within 10% of prefetch req/s", results["cached"].rps >= 0.9 * results["prefetch"].rps))
     if "cold" in results and "fhir-own" in results:
         checks.append(("cold p99 within 15 ms of FHIR server p99", results["cold"].p99_ms <= results["fhir-own"].p99_ms + 15))
-    if "workers" in results and "prefetch" in results:
-        checks.append((f"2 workers: {results['workers'].rps / results['prefetch'].rps:.2f}x one worker", True))
+    if "workers" in results and "prefetch" in results and "base-2w" in results and base:
+        # Two workers cannot reach 2x here: wrk runs on the same two cores. The second worker must gain what
+        # it gains for the bare stack (within this VM's run-to-run noise, ~15%): nothing in the service
+        # serialises the workers.
+        ours = results["workers"].rps / results["prefetch"].rps
+        stack = results["base-2w"].rps / base.rps
+        checks.append((f"2 workers: {ours:.2f}x one worker (the bare stack: {stack:.2f}x)", ours >= 0.85 * stack))
     print()
     for label, ok in checks:
         print(f"  [{'PASS' if ok else 'MISS'}] {label}")
