@@ -60,26 +60,32 @@ async def test_newer_result_in_prefetch_wins_over_cache(redis_url):
     await app.state.fhir.aclose()
 
 
-async def test_concurrent_misses_share_one_fetch():
-    app = _app()
-    svc = SERVICES["pgx-order-select"]
-    calls = 0
+def _slow_fhir(genotype, delay: float, calls: list[str] | None = None):
+    """A FHIR server (respx side effect) that answers after `delay` s: the patient, `genotype()` as the
+    genomic results, empty bundles for the rest; requested paths are appended to `calls`."""
 
-    async def slow(request):
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.2)
+    async def answer(request):
+        if calls is not None:
+            calls.append(request.url.path)
+        await asyncio.sleep(delay)
         if "Observation" in request.url.path:
-            return httpx.Response(200, json=rq.bundle(rq.CYP2C19_PM))
+            return httpx.Response(200, json=rq.bundle(genotype()))
         if "Patient" in request.url.path:
             return httpx.Response(200, json=rq.PATIENT)
         return httpx.Response(200, json=rq.bundle())
 
+    return answer
+
+
+async def test_concurrent_misses_share_one_fetch():
+    app = _app()
+    svc = SERVICES["pgx-order-select"]
+    calls: list[str] = []
     with respx.mock(assert_all_called=False) as m:
-        m.route(url__startswith=FHIR).mock(side_effect=slow)
+        m.route(url__startswith=FHIR).mock(side_effect=_slow_fhir(lambda: rq.CYP2C19_PM, 0.2, calls))
         outs = await asyncio.gather(*(run_hook(svc, _req(prefetch=False), app.state.deps, None) for _ in range(10)))
     assert all(len(o.response.cards) == 1 for o in outs)
-    assert calls <= 5  # one patient load (its five parallel keys), not ten
+    assert len(calls) <= 5  # one patient load (its five parallel keys), not ten
     assert sorted(o.source for o in outs).count("fhir") == 1
     await app.state.fhir.aclose()
 
@@ -90,17 +96,8 @@ async def test_requests_sharing_a_fetch_get_the_fetched_data_not_an_earlier_answ
     app = _app(cache={"profile_ttl_s": 0})  # nothing cached: every round fetches
     svc = SERVICES["pgx-order-select"]
     result = {"obs": rq.CYP2C19_PM}
-
-    async def slow(request):
-        await asyncio.sleep(0.1)
-        if "Observation" in request.url.path:
-            return httpx.Response(200, json=rq.bundle(result["obs"]))
-        if "Patient" in request.url.path:
-            return httpx.Response(200, json=rq.PATIENT)
-        return httpx.Response(200, json=rq.bundle())
-
     with respx.mock(assert_all_called=False) as m:
-        m.route(url__startswith=FHIR).mock(side_effect=slow)
+        m.route(url__startswith=FHIR).mock(side_effect=_slow_fhir(lambda: result["obs"], 0.1))
         first = await asyncio.gather(*(run_hook(svc, _req(prefetch=False), app.state.deps, None) for _ in range(3)))
         result["obs"] = rq.CYP2C19_NM  # the lab corrected the result
         second = await asyncio.gather(*(run_hook(svc, _req(prefetch=False), app.state.deps, None) for _ in range(3)))
