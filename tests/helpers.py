@@ -36,6 +36,7 @@ def redis_executable() -> str:
 class RedisProcess:
     port: int
     proc: subprocess.Popen | None = None
+    args: list[str] = field(default_factory=list)  # first on the command line: a config file, --sentinel, ...
 
     @property
     def url(self) -> str:
@@ -43,7 +44,8 @@ class RedisProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [redis_executable(), *self.args, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 
 import structlog
 
+from service.cache.connect import async_client
 from service.observability import metrics
 
 log = structlog.get_logger("pgx_cds.cache")
@@ -107,23 +108,15 @@ class InProcessKV:
 
 
 class RedisKV:
-    """Redis (standalone, Sentinel or Cluster URL via redis-py) with a hard per-call timeout."""
+    """Redis (standalone, Sentinel or Cluster: `service.cache.connect`) with a hard per-call timeout."""
 
     backend = "redis"
 
     def __init__(self, url: str, timeout_ms: int = 100, namespace: str = "pgx-cds:") -> None:
-        import redis.asyncio as aioredis
-
         self._timeout = timeout_ms / 1000
         self._ns = namespace
         self._url = url
-        self._client = aioredis.from_url(
-            url,
-            socket_timeout=self._timeout,
-            socket_connect_timeout=self._timeout,
-            health_check_interval=10,
-            retry_on_timeout=False,
-        )
+        self._client = async_client(url, timeout_s=self._timeout)
         self._up: bool | None = None
         self._retry_at = 0.0  # circuit breaker: after a failure, skip Redis for a short while
 

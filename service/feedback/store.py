@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from service.cache.connect import sync_client
 from service.cache.store import KV, RedisKV, WriteBehind
 from service.hooks.schemas import FeedbackRequest
 from service.observability import metrics
@@ -93,9 +94,7 @@ class FeedbackStore:
 def export_records(redis_url: str | None, file: Path) -> Iterator[dict[str, Any]]:
     """Everything stored: the Redis stream (when configured) then the local file (fallback writes)."""
     if redis_url:
-        import redis
-
-        client = redis.Redis.from_url(redis_url, socket_timeout=5)
+        client = sync_client(redis_url, timeout_s=5)
         last = "-"
         while True:
             batch = client.xrange(STREAM, min=last, max="+", count=1000)

@@ -1,8 +1,10 @@
 """One hook request through the stages: request -> patient data -> genomic profile -> recommendations -> cards.
 
 The router validates and authenticates; this module orchestrates the stages and owns the per-patient
-snapshot cache (profile + the patient context the engine needs), single-flight fetching, and the
-order-select -> order-sign card de-duplication.
+snapshot cache (profile + the patient context the engine needs), single-flight fetching, the
+order-select -> order-sign card de-duplication, and the memos that let a request whose content was seen
+moments ago (a retry, the next hook call for the same patient and orders) skip straight to binding its
+card templates to the new hookInstance. Memo keys are content: what the answer is a function of.
 """
 
 from __future__ import annotations
