@@ -72,14 +72,16 @@ def test_feedback_goes_to_redis_stream_and_exports(redis_url, tmp_path):
 def test_feedback_right_after_the_card_is_counted_for_its_rule(redis_url, tmp_path):
     """Card -> rule records are written in batches off the request path; feedback arriving before the batch
     went out still finds the rule (the store flushes first)."""
+    import redis
+
     with make_client(redis_url=redis_url, feedback_file=tmp_path / "f.ndjson") as c:
-        card = c.post("/cds-services/pgx-order-select", json={**rq.order_select(), "hookInstance": "wb-1"}).json()["cards"][0]
         c.app.state.deps.card_rules._interval = 3600  # the batch would not go out by itself in this test
+        card = c.post("/cds-services/pgx-order-select", json={**rq.order_select(), "hookInstance": "wb-1"}).json()["cards"][0]
+        assert len(c.app.state.deps.card_rules) == 1  # still queued
         r = c.post(FB, json={"feedback": [item(card=card["uuid"])]})
         assert r.status_code == 200 and r.json() == {"stored": 1}
-        text = c.get("/metrics").text
-    rule = card["extension"]["pgx-cds"]["recommendation"]["ruleId"]
-    assert f'pgx_cds_feedback_total{{outcome="overridden",rule="{rule}"}} 1.0' in text
+    records = [json.loads(f[b"json"]) for _, f in redis.Redis.from_url(redis_url).xrange("pgx-cds:feedback")]
+    assert [x["rule"] for x in records] == [card["extension"]["pgx-cds"]["recommendation"]["ruleId"]]
 
 
 def test_feedback_days_after_the_card_still_finds_its_rule(redis_url, tmp_path):
