@@ -329,32 +329,10 @@ def _flatten(bundle: Any, patient_id: str) -> tuple[list[dict[str, Any]], int]:
     out: list[dict[str, Any]] = []
     seen: set[int] = set()
     foreign = 0
-
-    def add(obs: dict[str, Any], ref: str | None, container: dict[str, Any] | None, depth: int) -> None:
-        nonlocal foreign
-        if id(obs) in seen or depth > _MAX_MEMBER_DEPTH:
-            return
-        seen.add(id(obs))
-        if _other_patient(obs, patient_id):
-            foreign += 1
-            return
-        if ref and not isinstance(obs.get("id"), str) or (container is not None and ref):
-            obs = {**obs, REF_KEY: ref}
-        out.append(obs)
-        scope = container or obs
-        for m in _list(obs.get("hasMember")):
-            target = m.get("reference") if isinstance(m, dict) else None
-            found = _resolve(target, scope, index, container_ref(container, ref))
-            if found is not None:
-                add(found[0], found[1], found[2], depth + 1)
-
-    def container_ref(container: dict[str, Any] | None, ref: str | None) -> str | None:
-        return ref.split("#", 1)[0] if container is not None and ref else ref
-
     for full, res in entries:
         rtype = res.get("resourceType")
         if rtype == "Observation":
-            add(res, full if not isinstance(res.get("id"), str) else None, None, 0)
+            foreign += _add(res, full if not isinstance(res.get("id"), str) else None, None, index, patient_id, seen, out)
         elif rtype == "DiagnosticReport":
             if _other_patient(res, patient_id):
                 foreign += 1
@@ -366,11 +344,43 @@ def _flatten(bundle: Any, patient_id: str) -> tuple[list[dict[str, Any]], int]:
                 found = _resolve(target, res, index, dr_ref)
                 if found is not None:
                     done.add(id(found[0]))
-                    add(found[0], found[1], found[2], 0)
+                    foreign += _add(found[0], found[1], found[2], index, patient_id, seen, out)
             for c in _list(res.get("contained")):  # tolerate contained results not listed in `result`
                 if isinstance(c, dict) and c.get("resourceType") == "Observation" and id(c) not in done:
-                    add(c, f"{dr_ref}#{c.get('id')}" if dr_ref else None, res, 0)
+                    foreign += _add(c, f"{dr_ref}#{c.get('id')}" if dr_ref else None, res, index, patient_id, seen, out)
     return out, foreign
+
+
+def _add(obs: dict[str, Any], ref: str | None, container: dict[str, Any] | None,
+         index: dict[str, tuple[dict[str, Any], str | None]], patient_id: str, seen: set[int],
+         out: list[dict[str, Any]]) -> int:
+    """Append an Observation and, depth first, the hasMember members it reaches (each once, at most
+    `_MAX_MEMBER_DEPTH` deep) to `out`; returns how many belonged to another patient. An explicit stack,
+    not a recursive closure: the closure referenced itself, so every request left its parsed bundle to
+    the cycle collector (long gen-0 pauses under load)."""
+    foreign = 0
+    stack = [(obs, ref, container, 0)]
+    while stack:
+        obs, ref, container, depth = stack.pop()
+        if id(obs) in seen or depth > _MAX_MEMBER_DEPTH:
+            continue
+        seen.add(id(obs))
+        if _other_patient(obs, patient_id):
+            foreign += 1
+            continue
+        if ref and not isinstance(obs.get("id"), str) or (container is not None and ref):
+            obs = {**obs, REF_KEY: ref}
+        out.append(obs)
+        scope = container or obs
+        scope_ref = ref.split("#", 1)[0] if container is not None and ref else ref
+        members = []
+        for m in _list(obs.get("hasMember")):
+            target = m.get("reference") if isinstance(m, dict) else None
+            found = _resolve(target, scope, index, scope_ref)
+            if found is not None:
+                members.append((found[0], found[1], found[2], depth + 1))
+        stack.extend(reversed(members))  # members in their listed order
+    return foreign
 
 
 def _resolve(target: Any, scope: dict[str, Any], index: dict[str, tuple[dict[str, Any], str | None]],
