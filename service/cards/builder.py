@@ -254,10 +254,9 @@ class CardTemplate:
     """A built card, its JSON form and what the pipeline needs to know of it, computed once and reused
     across requests; `bind` gives one request its card (new uuids only, everything else shared)."""
 
-    __slots__ = ("card", "data", "rule_id", "indicator", "order_ref", "content_hash")
+    __slots__ = ("data", "rule_id", "indicator", "order_ref", "content_hash")
 
     def __init__(self, card: Card) -> None:
-        self.card = card
         self.data = card.model_dump(mode="json", exclude_none=True)
         ext = card_evidence(self.data)
         self.rule_id: str = ext.get("recommendation", {}).get("ruleId", "")

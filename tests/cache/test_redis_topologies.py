@@ -32,8 +32,9 @@ def sentinel(tmp_path):
 
 @pytest.fixture
 def cluster(tmp_path):
+    # the cluster bus needs a port of its own (by default port + 10000, past 65535 for a high free port)
     node = RedisProcess(port=free_port(), args=["--cluster-enabled", "yes", "--cluster-config-file",
-                                                str(tmp_path / "nodes.conf")])
+                                                str(tmp_path / "nodes.conf"), "--cluster-port", str(free_port())])
     node.start()
     admin = redis.Redis(port=node.port)
     admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # a one-node cluster holding every slot
