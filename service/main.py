@@ -26,7 +26,7 @@ from service.fhir.client import FhirClient
 from service.hooks.discovery import SERVICES, discovery
 from service.hooks.errors import HookError, error_response, hook_error_response, operation_outcome
 from service.hooks.pipeline import Deps
-from service.hooks.router import HookFastPath, router as hooks_router
+from service.hooks.router import HookFastPath, route_path, router as hooks_router
 from service.observability import metrics
 from service.observability.logging import configure_logging, end_request, start_request
 from service.observability.tracing import setup_tracing
@@ -84,7 +84,7 @@ class _Observe:
                              "headers": [(b"content-type", b"application/json")]})
                 await send({"type": "http.response.body", "body": body})
         finally:
-            path = scope.get("path", "")
+            path = route_path(scope)
             label = _route_label(path)
             elapsed = time.perf_counter() - started
             metrics.child(metrics.REQUEST_LATENCY, label, str(state["status"])).observe(elapsed)

@@ -144,6 +144,13 @@ router.add_route("/cds-services/{service_id}", call_service, methods=["POST"], i
 router.add_route("/cds-services/{service_id}/feedback", post_feedback, methods=["POST"], include_in_schema=False)
 
 
+def route_path(scope) -> str:
+    """The path the app routes on: without the `root_path` prefix a proxy-aware server (uvicorn
+    --root-path) puts in front of it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
 class HookFastPath:
     """ASGI middleware: a service call (POST /cds-services/{id}) goes straight to `call_service`, skipping
     the router, the request/response wrapper, CORS and the exception middleware, which together cost
@@ -160,8 +167,8 @@ class HookFastPath:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith(self._PREFIX):
-            service_id = scope["path"][len(self._PREFIX):]
+        if scope["type"] == "http" and scope["method"] == "POST" and route_path(scope).startswith(self._PREFIX):
+            service_id = route_path(scope)[len(self._PREFIX):]
             if service_id and "/" not in service_id and not any(k == b"origin" for k, _ in scope["headers"]):
                 scope["path_params"] = {"service_id": service_id}
                 request = Request(scope, receive)

@@ -53,3 +53,37 @@ def test_service_call_from_a_browser_gets_cors_headers_and_the_same_answer(tmp_p
             assert fast.status_code == browser.status_code == status
             assert fast.json() == browser.json() and fast.json()["resourceType"] == "OperationOutcome"
             assert fast.headers["x-request-id"] and browser.headers["x-request-id"]
+
+
+async def test_behind_a_proxy_prefix_hook_calls_take_the_fast_path_and_metrics_name_the_service(tmp_path, monkeypatch):
+    """uvicorn --root-path /pgx gives the app paths like /pgx/cds-services/...: still the fast path, and the
+    latency metric still names the service (not "other")."""
+    import httpx
+
+    import service.hooks.router as router
+    from service.config import Settings
+    from service.main import create_app
+    from tests.hooks import requests as rq
+
+    fast = []
+    real = router.call_service
+
+    async def counting(request):
+        fast.append(request.url.path)
+        return await real(request)
+
+    monkeypatch.setattr(router, "call_service", counting)  # the fast path looks it up per call; the route does not
+    app = create_app(Settings(feedback_file=tmp_path / "f", log_level="warning"))
+    transport = httpx.ASGITransport(app=app, root_path="/pgx")
+    series = 'pgx_cds_request_seconds_count{service="pgx-order-select",status="200"} '
+
+    async def count(c) -> float:  # the registry is process-wide: compare before and after
+        lines = [x for x in (await c.get("/pgx/metrics")).text.splitlines() if x.startswith(series)]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        before = await count(c)
+        r = await c.post("/pgx/cds-services/pgx-order-select", json=rq.order_select())
+        assert r.status_code == 200 and r.json()["cards"]
+        assert len(fast) == 1
+        assert await count(c) == before + 1
