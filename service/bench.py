@@ -119,7 +119,8 @@ def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "al
         body_prefetch = rq.order_select(fhirServer=fhir_base)
         body_prefetch["hookInstance"] = "bench-hook-instance"
         prefetch_bytes = json.dumps(body_prefetch).encode()
-        common = {"PGX_CDS_REDIS_URL": redis.url, "PGX_CDS_LOG_LEVEL": "warning", "PGX_CDS_PROFILE": "dev"}
+        # the production log level: one JSON line per request, written to a file as a container's stdout would be
+        common = {"PGX_CDS_REDIS_URL": redis.url, "PGX_CDS_LOG_LEVEL": "info", "PGX_CDS_PROFILE": "dev"}
         svc = ServiceProcess(env=common).start("bench")
         procs.append(svc)
         url = svc.url + "/cds-services/pgx-order-select"
@@ -196,11 +197,18 @@ def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "al
                 p.wait(10)
             else:
                 p.stop()
+                _drop_log(p)
         if fhir is not None:
             fhir.stop()
         redis.stop()
     _print(results, connections)
     return 0
+
+
+def _drop_log(svc) -> None:
+    """The services' request logs (a line per request, hundreds of MB over a soak) are not kept."""
+    if svc.log_path is not None:
+        svc.log_path.unlink(missing_ok=True)
 
 
 def _fhir_calls(base: str) -> float:
@@ -277,7 +285,7 @@ def run_soak(*, minutes: float = 3.0, connections: int = 8) -> int:
         for r in (rq.PATIENT, rq.CYP2C19_PM)]})
     token = fhir.token()
     auth = {"access_token": token, "token_type": "Bearer", "expires_in": 3600, "scope": "patient/*.read", "subject": "b"}
-    svc = ServiceProcess(env={"PGX_CDS_REDIS_URL": redis.url, "PGX_CDS_LOG_LEVEL": "warning", "PGX_CDS_PROFILE": "dev",
+    svc = ServiceProcess(env={"PGX_CDS_REDIS_URL": redis.url, "PGX_CDS_LOG_LEVEL": "info", "PGX_CDS_PROFILE": "dev",
                               "PGX_CDS_FHIR__ALLOW_HTTP": "true"}).start("soak")
     try:
         url = svc.url + "/cds-services/pgx-order-select"
@@ -342,6 +350,7 @@ response = function(status) if status ~= 200 then errors = errors + 1 end end
         return 0
     finally:
         svc.stop()
+        _drop_log(svc)
         stop_sekmet(fhir)
         redis.stop()
 
