@@ -165,12 +165,12 @@ async def _load_snapshot(
             near = None
         now = time.monotonic()
         if near is not None and near[0] > now:  # a few seconds of in-process memory in front of Redis
-            metrics.CACHE.labels(cache="profile", result="hit").inc()
+            metrics.child(metrics.CACHE, "profile", "hit").inc()
             return near[1], "cache", 0, near[2]
         cached = await deps.kv.get(key) if caching else None
         if cached is None and near is not None and near[3] > now and getattr(deps.kv, "degraded", False):
             # Redis failed (not a miss): serve our last copy while it is within the profile TTL
-            metrics.CACHE.labels(cache="profile", result="stale").inc()
+            metrics.child(metrics.CACHE, "profile", "stale").inc()
             return near[1], "cache-stale", 0, near[2]
         if cached is not None:
             content_id = "c" + hashlib.sha1(cached).hexdigest()
@@ -179,7 +179,7 @@ async def _load_snapshot(
                 snap = Snapshot.model_validate_json(cached)
                 deps.snapshots.put(content_id, snap)
             if _covers(snap, needs):
-                metrics.CACHE.labels(cache="profile", result="hit").inc()
+                metrics.child(metrics.CACHE, "profile", "hit").inc()
                 if s.cache.local_ttl_s:
                     deps.snapshots.put(
                         ("l1", key), (now + s.cache.local_ttl_s, snap, content_id, now + s.cache.profile_ttl_s)
@@ -187,7 +187,7 @@ async def _load_snapshot(
                 return snap, "cache", 0, content_id
             # cached for other drugs: it lacks data these drugs need; load both sets
             needs = (needs or frozenset()) | frozenset(snap.patient.obtained)
-        metrics.CACHE.labels(cache="profile", result="miss").inc()
+        metrics.child(metrics.CACHE, "profile", "miss").inc()
         flight = (key, needs)
         pending = deps.inflight.get(flight)
         if pending is not None:
@@ -258,7 +258,7 @@ def _bytes(data: bytes | str) -> bytes:
 
 
 def _covers(snap: Snapshot, needs: frozenset[str] | None) -> bool:
-    return needs is None or needs <= frozenset(snap.patient.obtained)
+    return needs is None or needs.issubset(snap.patient.obtained)
 
 
 def _data_needs(k: Knowledge, drug_names: set[str]) -> frozenset[str]:
