@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     jwt_skew_s: int = Field(60, ge=0, le=600)
     jwt_max_age_s: int = Field(3600, ge=1)
     cors_origins: list[str] = Field(default_factory=list)
+    cors_private_network: bool | None = Field(
+        None,
+        description="answer Private Network Access preflights (Access-Control-Request-Private-Network) so an "
+        "https EHR page or the hosted sandbox may call a loopback/intranet service; default: on in dev",
+    )
+    sandbox_fhir_servers: list[str] = Field(
+        default_factory=list, description="FHIR servers the trusted sandbox issuer may send (dev profile only)"
+    )
     redis_url: str | None = None
     redis_timeout_ms: int = Field(100, ge=1, le=10_000)
     fhir: FhirSettings = Field(default_factory=FhirSettings)
@@ -106,6 +114,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "trust_sandbox / issuers marked dev_only (the public sandbox key) need PGX_CDS_PROFILE=dev"
             )
+        if self.profile == "production" and self.sandbox_fhir_servers:
+            raise ValueError("sandbox_fhir_servers (FHIR servers for the public sandbox key) need PGX_CDS_PROFILE=dev")
         if self.profile == "production" and self.fhir.allow_http:
             raise ValueError("fhir.allow_http (plain-http fhirServer) needs PGX_CDS_PROFILE=dev")
         return self
@@ -114,6 +124,13 @@ class Settings(BaseSettings):
     def dev_mode(self) -> bool:
         """No issuers configured: unauthenticated, loopback only."""
         return not self.issuers and not self.trust_sandbox
+
+    @property
+    def private_network_cors(self) -> bool:
+        """Private Network Access preflights are answered: by setting, else in dev mode or the dev profile."""
+        if self.cors_private_network is not None:
+            return self.cors_private_network
+        return self.dev_mode or self.profile == "dev"
 
     @classmethod
     def settings_customise_sources(

@@ -195,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_credentials="*" not in origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
+            allow_private_network=settings.private_network_cors,
             max_age=600,
         )
     app.add_middleware(HookFastPath)  # outside CORS: it hands browser (Origin) requests to the full stack

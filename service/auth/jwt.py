@@ -129,7 +129,8 @@ class JwtVerifier:
         self._kv = kv
         self._local_jti = InProcessKV(max_entries=100_000)  # used when the shared store cannot answer
         self._jwks = JwksCache(http, settings.cache.jwks_ttl_s, min_refresh_s=settings.cache.jwks_min_refresh_s)
-        issuers = [*settings.issuers, *([SANDBOX_ISSUER] if settings.trust_sandbox else [])]
+        sandbox = SANDBOX_ISSUER.model_copy(update={"fhir_servers": list(settings.sandbox_fhir_servers)})
+        issuers = [*settings.issuers, *([sandbox] if settings.trust_sandbox else [])]
         self._issuers: dict[str, Issuer] = {i.iss.rstrip("/"): i for i in issuers}
         self._inline: dict[str, dict[str, jwt.PyJWK]] = {
             i.iss.rstrip("/"): JwksCache._parse(i.jwks) for i in issuers if i.jwks

@@ -42,7 +42,10 @@ _ORDER_KEYS = {
 PREFETCH: dict[str, dict[str, str]] = {
     "order-select": dict(_ORDER_KEYS),
     "order-sign": dict(_ORDER_KEYS),
-    "patient-view": {"patient": _PATIENT, "pgxObservations": _OBSERVATIONS},
+    # conditions choose guideline populations (clopidogrel after ACS vs. stroke), current medications
+    # tell naive from long-term use: the summary needs them as much as an order does
+    "patient-view": {"patient": _PATIENT, "pgxObservations": _OBSERVATIONS, "conditions": _CONDITIONS,
+                     "medications": _MEDICATIONS},
 }
 
 #: Keys without which we cannot answer (-> 412 when neither prefetch nor the FHIR server gives them).

@@ -86,7 +86,8 @@ async def test_paging_against_real_server(fhir_server):
     try:
         data = await _load(client, fhir_server.base_url, fhir_server.token(), pid="pgx-jonas-panel",
                            hook="patient-view")
-        assert len(data.observations) == 6 and data.fhir_calls == 3  # patient + 2 observation pages
+        # patient, conditions, medications + 2 observation pages
+        assert len(data.observations) == 6 and data.fhir_calls == 5
         assert any("more results than were fetched" in n for n in data.notes)
         client2 = FhirClient(FhirSettings(timeout_s=3, page_size=3, max_pages=10, allow_http=True))
         full = await _load(client2, fhir_server.base_url, fhir_server.token(), pid="pgx-jonas-panel",

@@ -27,7 +27,8 @@ OO = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code"
 
 def test_prefetch_templates_stay_in_the_cds_hooks_subset():
     assert set(PREFETCH) == {"order-select", "order-sign", "patient-view"}
-    assert set(PREFETCH["patient-view"]) == {"patient", "pgxObservations"}
+    # patient-view needs conditions too: without them the clopidogrel population cannot be chosen (issue 16)
+    assert set(PREFETCH["patient-view"]) == {"patient", "pgxObservations", "conditions", "medications"}
     assert set(PREFETCH["order-sign"]) == {"patient", "pgxObservations", "conditions", "medications", "vitals"}
     assert REQUIRED_KEYS == {"pgxObservations"}
     for keys in PREFETCH.values():
@@ -146,10 +147,10 @@ async def test_no_prefetch_fetches_everything_in_parallel(client, fhir_settings)
 
 
 @respx.mock
-async def test_patient_view_needs_only_two_keys(client, fhir_settings):
+async def test_patient_view_reads_conditions_and_medications_but_not_vitals(client, fhir_settings):
     routes = _routes()
     data = await _load(client, fhir_settings, {}, hook="patient-view")
-    assert data.fhir_calls == 2 and not routes["conditions"].called and not routes["medications"].called
+    assert data.fhir_calls == 4 and routes["conditions"].called and routes["medications"].called
     assert (data.sex, str(data.birth_date)) == ("female", "1958-04-01")
 
 
@@ -195,8 +196,8 @@ async def test_prefetch_next_link_is_followed_with_token(client, fhir_settings, 
              "link": [{"relation": "next", "url": f"{BASE}/Observation?_page=2"}]}
     page2 = respx.get(f"{BASE}/Observation", params={"_page": "2"}).respond(
         json={"resourceType": "Bundle", "type": "searchset", "entry": entries[4:]})
-    data = await _load(client, fhir_settings, {"patient": None, "pgxObservations": first}, hook="patient-view",
-                       pid="pgx-jonas-panel")
+    data = await _load(client, fhir_settings, {"patient": None, "pgxObservations": first, "conditions": None,
+                                                "medications": None}, hook="patient-view", pid="pgx-jonas-panel")
     assert page2.call_count == 1 and data.fhir_calls == 1
     assert page2.calls.last.request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert len(data.observations) == len(entries)
@@ -214,7 +215,8 @@ async def test_prefetch_next_link_without_server_uses_first_page(client, fhir_se
 async def test_prefetch_next_link_to_other_server_not_followed(client, fhir_settings):
     first = {"resourceType": "Bundle", "entry": [],
              "link": [{"relation": "next", "url": "https://elsewhere.example/fhir/Observation?_page=2"}]}
-    data = await _load(client, fhir_settings, {"patient": None, "pgxObservations": first}, hook="patient-view")
+    data = await _load(client, fhir_settings, {"patient": None, "pgxObservations": first, "conditions": None,
+                                                "medications": None}, hook="patient-view")
     assert data.fhir_calls == 0 and any("more pages" in n for n in data.notes)
 
 

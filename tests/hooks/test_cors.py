@@ -87,3 +87,31 @@ async def test_behind_a_proxy_prefix_hook_calls_take_the_fast_path_and_metrics_n
         assert r.status_code == 200 and r.json()["cards"]
         assert len(fast) == 1
         assert await count(c) == before + 1
+
+
+PNA = {"Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST",
+       "Access-Control-Request-Headers": "authorization,content-type", "Access-Control-Request-Private-Network": "true"}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_private_network_preflight_is_answered_in_dev_mode(tmp_path, path):
+    """A hosted sandbox (an https page) calling a service on loopback sends a Private Network Access preflight;
+    Starlette refused it with 400 'Disallowed CORS private-network' (issue 16)."""
+    with make_client(feedback_file=tmp_path / "f") as c:  # dev mode: no issuers
+        r = c.options(path, headers=PNA)
+        assert r.status_code == 200, r.text
+        assert r.headers["access-control-allow-private-network"] == "true"
+
+
+def test_private_network_preflight_follows_the_setting(tmp_path):
+    issuer = {"iss": "https://ehr.example", "jwks": {"keys": []}}
+    with make_client(cors_origins=["https://sandbox.cds-hooks.org"], issuers=[issuer],
+                     feedback_file=tmp_path / "f") as c:  # production profile: off by default
+        r = c.options(PATHS[1], headers=PNA)
+        assert r.status_code == 400 and "access-control-allow-private-network" not in r.headers
+    with make_client(cors_origins=["https://sandbox.cds-hooks.org"], issuers=[issuer], cors_private_network=True,
+                     feedback_file=tmp_path / "f") as c:
+        r = c.options(PATHS[1], headers=PNA)
+        assert r.status_code == 200 and r.headers["access-control-allow-private-network"] == "true"
+    with make_client(feedback_file=tmp_path / "f", cors_private_network=False) as c:
+        assert c.options(PATHS[1], headers=PNA).status_code == 400
