@@ -222,6 +222,15 @@ def build_card_template(
     Everything here is a function of its arguments, so callers may reuse a template across requests;
     `CardTemplate.bind` gives each request its own stable uuids."""
     suggestions = _suggestions(rec, patient_id, order)
+    detail = _detail(rec)
+    if order is not None and order.shared_id:
+        # the EHR sent several draft orders with this id: a delete/update by id could hit the wrong order
+        kept = [s for s in suggestions if not any(a.type in ("delete", "update") for a in s.actions)]
+        if len(kept) < len(suggestions):
+            detail += (f"\n\nNo one-click change is offered: several draft orders in this request share the id "
+                       f"`{order.reference}`, so a change by id could alter the wrong order. Change the "
+                       f"{rec.drug.name} order by hand.")
+        suggestions = kept
     links = [Link.model_construct(label="CPIC guideline", url=rec.guideline_url, type="absolute")]
     if app_url:
         links.append(
@@ -235,7 +244,7 @@ def build_card_template(
     return Card.model_construct(
         uuid=_uuid(rec.rule_id, rec.order_ref, rec.drug.rxnorm),
         summary=_truncate(rec.summary),
-        detail=_detail(rec),
+        detail=detail,
         indicator=rec.indicator,  # type: ignore[arg-type]
         source=Source.model_construct(
             label=f"CPIC via pgx-cds ({rec.guideline_name})"[:120],

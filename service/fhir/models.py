@@ -29,6 +29,9 @@ class DraftOrder(BaseModel):
     dose_quantity: float | None = None  # first dosageInstruction doseAndRate.doseQuantity.value
     dose_unit: str | None = None
     resource: dict[str, Any] = Field(default_factory=dict)  # the raw resource, for update suggestions
+    # another draft order of the same request carries the same id (seen from the CDS Hooks sandbox and some
+    # EHRs): an action naming this order by id could change the wrong one
+    shared_id: bool = False
 
 
 class PatientData(BaseModel):

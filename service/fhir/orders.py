@@ -17,13 +17,18 @@ def extract_orders(draft_orders: dict | None, selections: list[str] | None) -> l
     left to :func:`service.fhir.patient_data.resolve_medications`.
     """
     wanted = {s.strip() for s in selections if isinstance(s, str)} if selections else None
+    orders = [(full_url, _order(res)) for full_url, res in _resources(draft_orders)
+              if res.get("resourceType") == "MedicationRequest"]
+    seen: dict[str, int] = {}
+    for _, order in orders:
+        if order.reference:
+            seen[order.reference] = seen.get(order.reference, 0) + 1
     out: list[DraftOrder] = []
-    for full_url, res in _resources(draft_orders):
-        if res.get("resourceType") != "MedicationRequest":
-            continue
-        order = _order(res)
+    for full_url, order in orders:
         if wanted is not None and not _selected(order, full_url, wanted):
             continue
+        if order.reference and seen[order.reference] > 1:
+            order.shared_id = True
         out.append(order)
     return out
 

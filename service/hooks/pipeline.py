@@ -357,7 +357,7 @@ def _order_cards(
     deps: Deps, recs: list[Recommendation], recs_key: tuple, order: DraftOrder, patient_id: str, app_url: str | None
 ) -> list[CardTemplate]:
     """Card templates for one order's recommendations, memoised on everything they are built from."""
-    key = (recs_key, patient_id, app_url, order.encounter, order.requester,
+    key = (recs_key, patient_id, app_url, order.encounter, order.requester, order.shared_id,
            hashlib.sha1(orjson.dumps(order.resource)).digest())
     templates = deps.card_templates.get(key)
     if templates is None:

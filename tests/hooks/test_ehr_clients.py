@@ -34,3 +34,45 @@ def test_patient_view_uses_the_patients_conditions_for_the_population(client):
     assert "could not be determined" not in text
     without = rq.patient_view()
     assert "could not be determined" in client.post("/cds-services/pgx-patient-view", json=without).text
+
+
+CODEINE = rq.med_request("same", "2670", "codeine", dose=30)
+CYP2D6_PM = rq.genotype("obs-2d6", "CYP2D6", "HGNC:2625", "*4/*4")
+
+
+def _changes_order_by_id(card: dict) -> list[dict]:
+    return [a for s in card.get("suggestions") or [] for a in s["actions"] if a["type"] in ("delete", "update")]
+
+
+def test_draft_orders_sharing_an_id_get_no_change_by_id(client):
+    """The sandbox (and some EHRs) send every draft order with the same id: a 'delete MedicationRequest/same'
+    would remove the wrong order (or all of them). The cards still come, without actions by id, saying why."""
+    clop = {**rq.CLOPIDOGREL, "id": "same"}
+    apap = {**rq.ACETAMINOPHEN, "id": "same"}
+    body = rq.order_sign(obs=[rq.CYP2C19_PM, CYP2D6_PM], orders=[apap, clop, CODEINE])
+    cards = client.post("/cds-services/pgx-order-sign", json=body).json()["cards"]
+    drugs = sorted(c["extension"]["pgx-cds"]["drug"]["name"] for c in cards)
+    assert drugs == ["clopidogrel", "codeine"]
+    for card in cards:
+        assert _changes_order_by_id(card) == []
+        assert "share the id `MedicationRequest/same`" in card["detail"]
+
+
+def test_unique_ids_keep_their_one_click_replacement(client):
+    """The same orders with their own ids (the control): the replacement names the draft to remove."""
+    body = rq.order_sign(obs=[rq.CYP2C19_PM, CYP2D6_PM], orders=[rq.ACETAMINOPHEN, rq.CLOPIDOGREL,
+                                                                  {**CODEINE, "id": "draft-codeine"}])
+    cards = client.post("/cds-services/pgx-order-sign", json=body).json()["cards"]
+    assert len(cards) == 2 and all(_changes_order_by_id(c) for c in cards)
+    assert all("share the id" not in c["detail"] for c in cards)
+
+
+def test_a_shared_id_is_not_answered_from_the_unique_orders_templates(client):
+    """Card templates are memoised per order content: the same order once alone and once beside a namesake
+    must not share a template (the memo key includes whether the id is shared)."""
+    clop = {**rq.CLOPIDOGREL, "id": "same"}
+    alone = client.post("/cds-services/pgx-order-sign", json=rq.order_sign(orders=[clop])).json()["cards"]
+    assert _changes_order_by_id(alone[0])
+    both = rq.order_sign(orders=[clop, {**rq.ACETAMINOPHEN, "id": "same"}])
+    shared = client.post("/cds-services/pgx-order-sign", json=both).json()["cards"]
+    assert shared and _changes_order_by_id(shared[0]) == []
