@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml $(RUN_STAMP)
 install: $(STAMP)
 
 ## run the service on embedded defaults (in-process cache, built-in knowledge, dev mode on 127.0.0.1:8080)
+## dev profile (unless PGX_CDS_PROFILE says otherwise): plain-http FHIR servers allowed, as a local sandbox uses
 run: $(RUN_STAMP)
+	export PGX_CDS_PROFILE=$${PGX_CDS_PROFILE:-dev}; \
+	if [ "$$PGX_CDS_PROFILE" = dev ]; then export PGX_CDS_FHIR__ALLOW_HTTP=$${PGX_CDS_FHIR__ALLOW_HTTP:-true}; fi; \
 	$(BIN)/pgx-cds serve
 
 ## install everything and run the whole test suite (starts its own real redis-server and FHIR server)

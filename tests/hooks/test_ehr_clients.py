@@ -76,3 +76,42 @@ def test_a_shared_id_is_not_answered_from_the_unique_orders_templates(client):
     both = rq.order_sign(orders=[clop, {**rq.ACETAMINOPHEN, "id": "same"}])
     shared = client.post("/cds-services/pgx-order-sign", json=both).json()["cards"]
     assert shared and _changes_order_by_id(shared[0]) == []
+
+
+def test_an_epic_style_token_is_accepted(tmp_path):
+    """Epic's CDS Hooks JWT habits (developer documentation): RS384, a `jku` under the organisation's
+    /api/epic/.../PublicKeys path, a thumbprint-like `kid`, `typ: JWT`, `iss` = the organisation's FHIR
+    endpoint, `sub` = the CDS client id, `aud` = the service URL as the health system configured it,
+    `nbf` about 5 minutes before `iat`, `exp` 15 minutes after."""
+    import json as _json
+    import time
+    import uuid
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from service.config import Issuer
+    from tests.hooks.conftest import make_client
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = "d5Kz0Xz6c3F0aQ8Yv7kKq1mQm2b9c1b0x0J3d2Qm9Fw="
+    jwk = _json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid=kid, use="sig", alg="RS384")
+    iss = "https://fhir.hospital.example/interconnect-fhir-oauth/api/FHIR/R4"
+    jku = "https://fhir.hospital.example/interconnect-fhir-oauth/api/epic/2019/Security/Open/PublicKeys/530013/530013"
+    configured_aud = "https://cds.hospital.example/cds-services/pgx-order-select"
+    issuer = Issuer(iss=iss, jwks={"keys": [jwk]}, jku_allowlist=[jku], audiences=[configured_aud],
+                    fhir_servers=[iss])
+    now = int(time.time())
+    claims = {"iss": iss, "sub": "a1b2c3-cds-client", "aud": configured_aud, "iat": now, "nbf": now - 300,
+              "exp": now + 900, "jti": str(uuid.uuid4())}
+    tok = jwt.encode(claims, key, algorithm="RS384", headers={"kid": kid, "typ": "JWT", "jku": jku})
+    with make_client(issuers=[issuer], public_base_url="https://cds.hospital.example",
+                     feedback_file=tmp_path / "fb") as c:
+        r = c.post("/cds-services/pgx-order-select", json=rq.order_select(),
+                   headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 200 and r.json()["cards"]
+        # the same token again is a replay
+        again = c.post("/cds-services/pgx-order-select", json=rq.order_select(),
+                       headers={"Authorization": f"Bearer {tok}"})
+        assert again.status_code == 401
