@@ -1,4 +1,4 @@
-"""Cold-path benchmark: ``python -m service.fhir.bench_cold [--rounds 50] [--base URL --token T]``.
+"""Cold-path benchmark: ``python -m bench.cold [--rounds 50] [--base URL --token T]`` (from the repository root).
 
 Starts a seeded sekmet-fhir server (tests/fhir/sekmet.py; needs the test extras) unless ``--base`` is
 given, then times each prefetch key fetched alone and the whole cold ``load_patient_data`` (all keys in
@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import statistics
-import sys
 import time
-from typing import Any
 
-from service.config import REPO_ROOT, FhirSettings
+from service.config import FhirSettings
 from service.fhir.client import Budget, FhirClient
 from service.fhir.genomics import build_profile
 from service.fhir.models import PatientData
@@ -25,17 +22,6 @@ from service.fhir.patient_data import _fetch_key, load_patient_data
 from service.fhir.prefetch import templates_for
 
 PATIENT = "pgx-jonas-panel"
-
-
-def _sekmet_module() -> Any:
-    path = REPO_ROOT / "tests" / "fhir" / "sekmet.py"
-    spec = importlib.util.spec_from_file_location("pgx_bench_sekmet", path)
-    if spec is None or spec.loader is None or not path.is_file():
-        raise SystemExit("tests/fhir/sekmet.py not found: pass --base and --token")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _ms(samples: list[float]) -> str:
@@ -126,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.base:
         asyncio.run(_run(args.base, args.token or "", args.rounds))
         return
-    sek = _sekmet_module()
+    from tests.fhir import sekmet as sek  # the test harness's FHIR server (needs the test extras)
+
     server = sek.start_sekmet()
     try:
         asyncio.run(_run(server.base_url, server.token(), args.rounds))

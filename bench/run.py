@@ -130,7 +130,7 @@ def run_bench(*, duration: int = 10, connections: int = 32, scenarios: str = "al
         def start_baseline(workers: int = 1) -> str:
             port = free_port()
             env = {**os.environ, "PGX_BENCH_RESPONSE_BYTES": str(size)}
-            p = subprocess.Popen([os.sys.executable, "-m", "uvicorn", "service.bench_baseline:create_app", "--factory",
+            p = subprocess.Popen([os.sys.executable, "-m", "uvicorn", "bench.baseline:create_app", "--factory",
                                   "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
                                  cwd=ROOT, env=env)
             procs.append(p)
