@@ -30,11 +30,11 @@ from service.feedback.store import CARD_RULE_DAYS, card_rule_bucket
 from service.fhir.client import FhirClient, validate_fhir_server
 from service.fhir.genomics import build_profile
 from service.fhir.models import DraftOrder, PatientData
-from service.fhir.orders import extract_orders
 from service.fhir.patient_data import load_patient_data, resolve_medications
-from service.fhir.prefetch import REQUIRED_KEYS
+from service.fhir.prefetch import REQUIRED_KEYS, templates_for
 from service.hooks.discovery import ServiceDef
 from service.hooks.errors import HookError
+from service.hooks.order_plan import ORDER_HOOKS, DraftPlan, plan_draft_orders
 from service.hooks.schemas import CdsResponse, HookRequest
 from service.observability import metrics
 from service.observability.logging import patient_hash
@@ -149,7 +149,8 @@ def _validated_fhir_server(url: str, allowed: tuple[str, ...] | None, allow_http
 
 
 async def _load_snapshot(
-    req: HookRequest, deps: Deps, fhir_server: str | None, key: str, hook: str, needs: frozenset[str] | None
+    req: HookRequest, deps: Deps, fhir_server: str | None, key: str, hook: str, needs: frozenset[str] | None,
+    prefetch_id: str | None = None,
 ) -> tuple[Snapshot, str, int, str]:
     """Prefetch (always wins) > cache > FHIR fetch. Concurrent misses for one patient share one fetch.
 
@@ -209,9 +210,12 @@ async def _load_snapshot(
         if snap.patient.observations_available:
             await _store(deps, key, snap, content_id, raw)
         return snap, "fhir", calls, content_id
-    # Prefetch: the same prefetch content always yields the same snapshot, so it is derived once.
+    # Prefetch: the same prefetch content always yields the same snapshot, so it is derived once. The key
+    # names the prefetch templates, not the hook: order-sign reuses what order-select derived moments before.
+    if prefetch_id is None:
+        prefetch_id = _prefetch_id(req.prefetch)
     memo_key = "p" + hashlib.sha1(
-        orjson.dumps([hook, fhir_server, req.context.patientId, sorted(needs or ()), req.prefetch])
+        orjson.dumps([_template_set(hook), fhir_server, req.context.patientId, sorted(needs or ()), prefetch_id])
     ).hexdigest()
     snap = deps.snapshots.get(memo_key)
     calls = 0
@@ -222,6 +226,20 @@ async def _load_snapshot(
     if snap.patient.observations_available:
         await _store(deps, key, snap, memo_key)  # the newest prefetch replaces what is cached
     return snap, "prefetch", calls, memo_key
+
+
+def _prefetch_id(prefetch: dict[str, Any] | None) -> str:
+    """A content id of the prefetch (the only serialisation of it a request makes)."""
+    return hashlib.sha1(orjson.dumps(prefetch)).hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def _template_set(hook: str) -> int:
+    """An id of the hook's prefetch templates: hooks with the same templates derive the same snapshot."""
+    return _TEMPLATE_SETS.setdefault(tuple(sorted(templates_for(hook).items())), len(_TEMPLATE_SETS))
+
+
+_TEMPLATE_SETS: dict[tuple, int] = {}
 
 
 async def _store(deps: Deps, key: str, snap: Snapshot, content_id: str, raw: bytes | None = None) -> None:
@@ -394,12 +412,20 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
         if hook == "order-select" and not ctx.selections:
             raise HookError(400, "context.selections is required for order-select")
 
+    draft_plan = None
+    if hook in ORDER_HOOKS:  # most orders: no drug with a guideline, known before the prefetch is touched
+        draft_plan = plan_draft_orders(deps.knowledge, ctx.draftOrders, ctx.selections if hook == "order-select" else None)
+        if draft_plan.no_cards:
+            return Outcome()
+
     # Everything the answer depends on apart from the date and, without prefetch, the patient's cached data
     # (not the hookInstance or token): the same content again (a retry, the order-select that follows for
-    # the same orders, the next hook call for the same patient) reuses what was derived from it.
+    # the same orders, the next hook call for the same patient) reuses what was derived from it. The
+    # prefetch enters as its content id, serialised once per request (the snapshot memo reuses the id).
+    prefetch_id = _prefetch_id(req.prefetch)
     digest = hashlib.sha1(orjson.dumps(
         [hook, fhir_server, req.fhirServer, refused, ctx.patientId, ctx.encounterId, ctx.userId,
-         ctx.selections, ctx.draftOrders, req.prefetch])).digest()
+         ctx.selections, ctx.draftOrders, prefetch_id])).digest()
     memo_key = None
     evaluation = None
     if _has_usable_prefetch(req.prefetch, _OBS_KEY):  # answered from the request alone
@@ -408,7 +434,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
         if evaluation is not None and evaluation.snapshot is not None:
             await _store(deps, *evaluation.snapshot)  # the newest prefetch replaces what is cached
     if evaluation is None:
-        evaluation = await _evaluate_request(service, req, deps, fhir_server, refused, digest)
+        evaluation = await _evaluate_request(service, req, deps, fhir_server, refused, digest, draft_plan, prefetch_id)
         if memo_key is not None and evaluation.reusable:
             deps.evaluations.put(memo_key, evaluation)
 
@@ -422,11 +448,11 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
 
 
 async def _plan_orders(
-    hook: str, req: HookRequest, deps: Deps, fhir_server: str | None
+    hook: str, req: HookRequest, deps: Deps, fhir_server: str | None, draft_plan: DraftPlan | None = None
 ) -> tuple[list[tuple[DraftOrder, list]], frozenset[str] | None, bytes | None, bool]:
     """The draft orders with recognised drugs, the prefetch keys their guidelines read (None for
     patient-view: everything), a key for the orders' content, and whether the FHIR server was needed."""
-    if hook not in ("order-select", "order-sign"):
+    if hook not in ORDER_HOOKS:
         return [], None, None, False
     s = deps.settings
     selections = req.context.selections if hook == "order-select" else None
@@ -434,18 +460,19 @@ async def _plan_orders(
     memo = deps.snapshots.get(("orders", orders_key))
     if memo is not None:  # the same draft orders as a recent request: same drugs
         return memo[1], memo[2], orders_key, False
-    orders = extract_orders(req.context.draftOrders, selections)
-    fetched = any(o.codes == [] and not o.text for o in orders) or any(
-        (o.resource.get("medicationReference") or {}).get("reference") for o in orders
-    )
+    if draft_plan is None:
+        draft_plan = plan_draft_orders(deps.knowledge, req.context.draftOrders, selections)
+    orders = draft_plan.orders
+    fetched = draft_plan.needs_fetch
     if fetched:
         token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
         orders = await resolve_medications(
             orders, prefetch=req.prefetch, draft_orders=req.context.draftOrders, fhir_server=fhir_server,
             access_token=token, client=deps.fhir, settings=s,
         )
-    drug_orders = [(o, recognise(deps.knowledge, o)) for o in orders]
-    drug_orders = [(o, d) for o, d in drug_orders if d]
+        drug_orders = [(o, d) for o, d in ((o, recognise(deps.knowledge, o)) for o in orders) if d]
+    else:
+        drug_orders = draft_plan.drug_orders
     needs = _data_needs(deps.knowledge, {d.name for _, ds in drug_orders for d in ds})
     if not fetched:
         deps.snapshots.put(("orders", orders_key), (orders, drug_orders, needs))
@@ -453,7 +480,8 @@ async def _plan_orders(
 
 
 async def _evaluate_request(
-    service: ServiceDef, req: HookRequest, deps: Deps, fhir_server: str | None, refused: str | None, digest: bytes
+    service: ServiceDef, req: HookRequest, deps: Deps, fhir_server: str | None, refused: str | None, digest: bytes,
+    draft_plan: DraftPlan | None = None, prefetch_id: str | None = None,
 ) -> _Evaluation:
     """request -> patient data -> genomic profile -> recommendations -> card templates."""
     s = deps.settings
@@ -463,7 +491,7 @@ async def _evaluate_request(
     if plan is not None:
         drug_orders, needs, orders_key, pkey, fetched_orders = plan
     else:
-        drug_orders, needs, orders_key, fetched_orders = await _plan_orders(hook, req, deps, fhir_server)
+        drug_orders, needs, orders_key, fetched_orders = await _plan_orders(hook, req, deps, fhir_server, draft_plan)
         # the cache/log key names the EHR the patient id belongs to, even when we may not contact it
         pkey = patient_hash(s.log_salt, fhir_server or req.fhirServer, patient_id)
         if not fetched_orders:
@@ -472,7 +500,7 @@ async def _evaluate_request(
         return _Evaluation(templates=[], reusable=not fetched_orders)
 
     cache_key = f"snap:{deps.knowledge_tag}:{pkey}"
-    snap, source, calls, content_id = await _load_snapshot(req, deps, fhir_server, cache_key, hook, needs)
+    snap, source, calls, content_id = await _load_snapshot(req, deps, fhir_server, cache_key, hook, needs, prefetch_id)
     if not snap.patient.observations_available:
         metrics.PREFETCH_412.labels(service=service.id).inc()
         why = f"fhirServer was not contacted: {refused}" if refused else (

@@ -188,6 +188,15 @@ async def test_same_request_content_reuses_the_evaluation_and_any_change_re_eval
         return await real(*a, **kw)
 
     monkeypatch.setattr(pipeline, "_evaluate_request", counting)
+    real_plan = pipeline.plan_draft_orders
+
+    def counting_plan(*a, **kw):  # orders without a CPIC drug are answered from the draft orders alone
+        plan = real_plan(*a, **kw)
+        if plan.no_cards:
+            evaluated.append(1)
+        return plan
+
+    monkeypatch.setattr(pipeline, "plan_draft_orders", counting_plan)
 
     def summary(out) -> list[str]:
         return [c.summary for c in out.response.cards]
