@@ -31,6 +31,20 @@ class DrugIndex:
     by_code: dict[str, tuple[DrugRef, ...]] = field(default_factory=dict)
     by_name: dict[str, DrugRef] = field(default_factory=dict)  # lower-case ingredient or brand -> drug
     name_re: re.Pattern[str] | None = None
+    # text -> the drugs named in it: order texts repeat across patients ("lisinopril 10 MG Oral Tablet"),
+    # and the name scan (one alternation over every name) is the costly part of recognising an order
+    _named: dict[str, tuple[DrugRef, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def named_in(self, text: str) -> tuple[DrugRef, ...]:
+        """The drugs whose ingredient or brand name occurs in ``text`` (whole words), in order."""
+        found = self._named.get(text)
+        if found is None:
+            refs = (self.by_name.get(m.group(1).lower()) for m in self.name_re.finditer(text)) if self.name_re else ()
+            found = tuple(r for r in refs if r is not None)
+            if len(self._named) >= 4096:
+                self._named.clear()
+            self._named[text] = found
+        return found
 
     @property
     def drugs(self) -> list[DrugRef]:
@@ -82,10 +96,8 @@ def recognise_codes(
         for text in texts:
             if not text:
                 continue
-            for m in index.name_re.finditer(text):
-                ref = index.by_name.get(m.group(1).lower())
-                if ref is not None:
-                    out.setdefault(ref.name, ref)
+            for ref in index.named_in(text):
+                out.setdefault(ref.name, ref)
     return list(out.values())
 
 

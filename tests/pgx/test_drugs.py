@@ -67,3 +67,18 @@ def test_medication_request_resource(k):
     mr = {"resourceType": "MedicationRequest",
           "medicationCodeableConcept": {"coding": [{"system": RX, "code": "2002"}], "text": "Tegretol"}}
     assert [r.name for r in medication_request_drugs(k.drug_index, mr)] == ["carbamazepine"]
+
+
+def test_names_found_in_a_text_are_remembered_per_index_and_bounded(k):
+    """Order texts repeat across patients: the name scan is done once per text (issue 14), with the same
+    answers, a fresh list for every caller, and a bounded memo."""
+    first = recognise(k, DraftOrder(text="Plavix 75 MG Oral Tablet"))
+    first.append("caller's own change")
+    again = recognise(k, DraftOrder(text="Plavix 75 MG Oral Tablet"))
+    assert [d.name for d in again] == ["clopidogrel"]
+    assert k.drug_index.named_in("Plavix 75 MG Oral Tablet") is k.drug_index.named_in("Plavix 75 MG Oral Tablet")
+    assert names(k, text="lisinopril 10 MG Oral Tablet") == [] and names(k, text="lisinopril 10 MG Oral Tablet") == []
+    for i in range(5000):
+        k.drug_index.named_in(f"metformin {i} MG")
+    assert len(k.drug_index._named) <= 4096
+    assert names(k, text="codeine and PLAVIX") == ["codeine", "clopidogrel"]
