@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-test
+# the peer the benchmark compares with (HealthChain pins its own FastAPI/pydantic: a venv of its own)
+PEER_VENV ?= .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
 
 .PHONY: run test install bench check-knowledge validate-deploy clean
 
@@ -32,9 +35,15 @@ test: $(STAMP)
 	$(BIN)/pgx-cds knowledge check
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+$(PEER_STAMP):
+	$(PY) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet healthchain==0.16.1
+	touch $(PEER_STAMP)
+
+## the benchmark (bench/, outside the service package): the distinct-patient mix first, then the hot paths
+bench: $(STAMP) $(PEER_STAMP)
 	bash tests/setup.sh
-	$(BIN)/pgx-cds bench
+	$(BIN)/pgx-cds bench --peer-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
 
 check-knowledge: $(STAMP)
 	$(BIN)/pgx-cds knowledge check
@@ -43,4 +52,4 @@ validate-deploy:
 	bash .ci/validate-deploy.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) $(PEER_VENV) .pytest_cache test-artifacts

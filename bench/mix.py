@@ -197,6 +197,10 @@ def run_mix(*, duration: int = 10, connections: int = 32, patients: int = 3000, 
         warm_bodies = [(h, json.dumps(b).encode()) for h, b in warm]
         for t in targets:
             _post_all(t.url, warm_bodies)
+            # and a short run under load from the end of the body list (not counted; the rounds start at
+            # the beginning, which this run does not reach)
+            _wrk(t.url, script, connections=connections, threads=threads, duration=3,
+                 offset=len(seq) // threads - 3000, pid=t.pid, redis_pid=None)
         for rnd in range(rounds):
             for t in (targets if rnd % 2 == 0 else list(reversed(targets))):
                 run = _wrk(t.url, script, connections=connections, threads=threads, duration=duration,
