@@ -93,7 +93,7 @@ def evaluate(request_file: Path = typer.Argument(..., help="a CDS Hooks request 
     from service.hooks.discovery import SERVICES
     from service.hooks.errors import HookError
     from service.hooks.pipeline import run_hook
-    from service.hooks.schemas import HookRequest
+    from service.cdshooks.models import HookRequest
     from service.main import create_app
 
     try:

@@ -20,8 +20,8 @@ import uuid
 
 import orjson
 
+from service.cdshooks.models import ActionModel, Card, Coding, Link, Source, Suggestion
 from service.fhir.models import DraftOrder
-from service.hooks.schemas import ActionModel, Card, Coding, Link, Source, Suggestion
 from service.pgx.models import Action, Recommendation
 
 _NS = uuid.UUID("6f1c3a52-8d0e-4c55-9a39-1f4b2a7d9e10")

@@ -17,7 +17,7 @@ from typing import Any
 
 from service.cache.connect import sync_client
 from service.cache.store import KV, RedisKV, WriteBehind
-from service.hooks.schemas import FeedbackRequest
+from service.cdshooks.models import FeedbackRequest
 from service.observability import metrics
 
 STREAM = "pgx-cds:feedback"

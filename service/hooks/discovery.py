@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.fhir.prefetch import PREFETCH
-from service.hooks.schemas import Discovery, Service
+from service.cdshooks.models import Discovery, Service
 
 
 @dataclass(frozen=True)

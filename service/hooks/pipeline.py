@@ -35,7 +35,7 @@ from service.fhir.prefetch import REQUIRED_KEYS, templates_for
 from service.hooks.discovery import ServiceDef
 from service.hooks.errors import HookError
 from service.hooks.order_plan import ORDER_HOOKS, DraftPlan, plan_draft_orders
-from service.hooks.schemas import CdsResponse, HookRequest
+from service.cdshooks.models import CdsResponse, HookRequest
 from service.observability import metrics
 from service.observability.logging import patient_hash
 from service.pgx.drugs import recognise

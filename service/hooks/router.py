@@ -14,7 +14,7 @@ from service.auth.jwt import AuthError, Principal
 from service.hooks.discovery import SERVICES
 from service.hooks.errors import HookError, hook_error_response
 from service.hooks.pipeline import run_hook
-from service.hooks.schemas import FeedbackRequest, HookRequest
+from service.cdshooks.models import FeedbackRequest, HookRequest
 from service.observability import metrics
 from service.observability.logging import bind_request
 
