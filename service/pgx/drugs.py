@@ -9,7 +9,7 @@ The indexes are built once when the knowledge base is loaded.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +40,9 @@ class DrugIndex:
         return sorted(seen.values(), key=lambda r: r.name)
 
 
-def build_index(guidelines: Iterable["Guideline"]) -> DrugIndex:
-    """Build the code and name indexes from the guideline files' `drugs` sections."""
+def build_index(guidelines: Iterable["Guideline"], products: Mapping[str, Iterable[str]] | None = None) -> DrugIndex:
+    """Build the code and name indexes from the guideline files' `drugs` sections, plus product codes
+    (`cards/safety/products.yaml`: RxNorm SCD/SBD code -> ingredient names) for the drugs they contain."""
     by_code: dict[str, list[DrugRef]] = {}
     by_name: dict[str, DrugRef] = {}
     for g in guidelines:
@@ -53,6 +54,13 @@ def build_index(guidelines: Iterable["Guideline"]) -> DrugIndex:
                     refs.append(ref)
             for name in [d.name, *d.brands]:
                 by_name.setdefault(name.lower(), ref)
+    for code, ingredients in (products or {}).items():
+        for ingredient in ingredients:
+            ref = by_name.get(ingredient.lower())
+            if ref is not None and ref.name == ingredient.lower():
+                refs = by_code.setdefault(code, [])
+                if ref not in refs:
+                    refs.append(ref)
     names = sorted(by_name, key=len, reverse=True)  # longest first: "dexlansoprazole" before "lansoprazole"
     pattern = None
     if names:
