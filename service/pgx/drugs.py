@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from service.fhir.models import DraftOrder
+from service.fhir.orders import codes_of_medication
 from service.pgx.models import DrugRef
 
 if TYPE_CHECKING:
@@ -112,4 +113,12 @@ def medication_request_drugs(index: DrugIndex, resource: dict[str, Any]) -> list
     ref = resource.get("medicationReference")
     if isinstance(ref, dict) and isinstance(ref.get("display"), str):
         texts.append(ref["display"])
+    target = ref.get("reference") if isinstance(ref, dict) else None
+    if isinstance(target, str) and target.startswith("#"):
+        # a contained Medication: its (product) code and its ingredients' codes
+        for med in resource.get("contained") or []:
+            if isinstance(med, dict) and med.get("resourceType") == "Medication" and med.get("id") == target[1:]:
+                mcodes, mtext = codes_of_medication(med)
+                codes += [(c.system, c.code) for c in mcodes]
+                texts += [mtext, *(c.display for c in mcodes)]
     return recognise_codes(index, codes, texts)

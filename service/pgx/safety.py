@@ -120,7 +120,7 @@ class ProductsFile(_Strict):
     version: str
     combination_policy: CombinationPolicy
     products: list[Product] = Field(default_factory=list)
-    combination_partners: list[str] = Field(default_factory=list)
+    combination_partners: dict[str, list[str]] = Field(default_factory=dict)  # ingredient -> other names for it
 
 
 @dataclass
@@ -131,8 +131,10 @@ class SafetyData:
     products: dict[str, Product] = field(default_factory=dict)  # RxNorm product code -> product
     policy: CombinationPolicy | None = None
     partners_re: re.Pattern[str] | None = None
+    partner_names: dict[str, str] = field(default_factory=dict)  # lower-case name or synonym -> ingredient
     files: list[Path] = field(default_factory=list)
     _med_res: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    _needs: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def med_re(self, sel: MedicationSelector) -> re.Pattern[str]:
         key = "|".join([sel.name, *sel.brands])
@@ -190,7 +192,10 @@ def load_safety(cards_dir: Path) -> tuple[SafetyData, list[tuple[Path, int | Non
                 if p.rxnorm in data.products:
                     problems.append((path, line_of(lines, ("products", i)), f"product {p.rxnorm} is listed twice"))
                 data.products[p.rxnorm] = p
-            data.partners_re = _word_re(parsed.combination_partners)
+            for ingredient, synonyms in parsed.combination_partners.items():
+                for n in [ingredient, *synonyms]:
+                    data.partner_names[n.strip().lower()] = ingredient.strip().lower()
+            data.partners_re = _word_re(data.partner_names)
     return data, problems
 
 
@@ -216,20 +221,20 @@ def _unavailable(patient: PatientData, key: str) -> bool:
     return key in (getattr(patient, "unavailable", None) or [])
 
 
-def _condition_active(c: dict[str, Any]) -> bool:
-    for field_, bad in (("clinicalStatus", {"inactive", "resolved", "remission"}),
-                        ("verificationStatus", {"refuted", "entered-in-error"})):
-        cc = c.get(field_) or {}
-        for coding in (cc.get("coding") or []) if isinstance(cc, dict) else []:
-            if isinstance(coding, dict) and coding.get("code") in bad:
-                return False
+def _condition_counts(c: dict[str, Any]) -> bool:
+    """A Condition counts for screening unless refuted or entered in error. A resolved or inactive one still
+    counts: contraindications are about history too (a prior stroke stays a prior stroke)."""
+    cc = c.get("verificationStatus") or {}
+    for coding in (cc.get("coding") or []) if isinstance(cc, dict) else []:
+        if isinstance(coding, dict) and coding.get("code") in ("refuted", "entered-in-error"):
+            return False
     return True
 
 
 def _patient_codes(patient: PatientData, order: DraftOrder | None) -> set[tuple[str, str]]:
     codes: set[tuple[str, str]] = set()
     for c in patient.conditions:
-        if not isinstance(c, dict) or not _condition_active(c):
+        if not isinstance(c, dict) or not _condition_counts(c):
             continue
         code = c.get("code")
         for coding in (code.get("coding") or []) if isinstance(code, dict) else []:
@@ -384,8 +389,9 @@ def combination_others(data: SafetyData, order: DraftOrder | None, drugs: Sequen
     if data.partners_re is not None:
         for text in [order.text, *(c.display for c in order.codes)]:
             if text:
-                others += [m.group(1).lower() for m in data.partners_re.finditer(text)
-                           if m.group(1).lower() not in ordered]
+                found = [data.partner_names.get(m.group(1).lower(), m.group(1).lower())
+                         for m in data.partners_re.finditer(text)]
+                others += [f for f in found if f not in ordered]
     if len(ordered) > 1:
         others += sorted(ordered)
     return list(dict.fromkeys(others))
@@ -630,22 +636,31 @@ def plan_dose(d: DoseDef | None, drug: DrugRef, patient: PatientData, order: Dra
 
 
 def data_needs(data: SafetyData, guidelines: Iterable[Any]) -> set[str]:
-    """Prefetch keys the safety checks of these guidelines' rules read."""
+    """Prefetch keys the safety checks of these guidelines' rules read (memoised per guideline)."""
     needs: set[str] = set()
     for g in guidelines:
-        for r in g.rules:
-            for a in r.alternatives:
-                for c in data.checks.get(a.name.lower(), ()):
-                    if c.conditions or c.unless_conditions:
-                        needs.add("conditions")
-                    if c.medications:
-                        needs.add("medications")
-                    if c.age is not None or c.sex:
-                        needs.add("patient")
-            if r.dose is not None:
-                needs.add("medications")  # started or continuing?
-                if r.dose.max_mg_per_kg_day or any(b.weight_kg for b in r.dose.applies_if):
-                    needs |= {"vitals", "patient"}
-                if any(b.age for b in r.dose.applies_if):
+        cached = data._needs.get(g.id)
+        if cached is None:
+            cached = data._needs[g.id] = frozenset(_guideline_needs(data, g))
+        needs |= cached
+    return needs
+
+
+def _guideline_needs(data: SafetyData, g: Any) -> set[str]:
+    needs: set[str] = set()
+    for r in g.rules:
+        for a in r.alternatives:
+            for c in data.checks.get(a.name.lower(), ()):
+                if c.conditions or c.unless_conditions:
+                    needs.add("conditions")
+                if c.medications:
+                    needs.add("medications")
+                if c.age is not None or c.sex:
                     needs.add("patient")
+        if r.dose is not None:
+            needs.add("medications")  # started or continuing?
+            if r.dose.max_mg_per_kg_day or any(b.weight_kg for b in r.dose.applies_if):
+                needs |= {"vitals", "patient"}
+            if any(b.age for b in r.dose.applies_if):
+                needs.add("patient")
     return needs
