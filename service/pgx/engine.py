@@ -174,6 +174,8 @@ def _evaluate(
     dose, dose_notes = _safety.plan_dose(r.dose, drug, patient, order, today, k.drug_index)
     notes += screened.notes + dose_notes
     indicator = settings.indicator_overrides.get(rule.full_id) or r.effective_indicator
+    if dose is not None and dose.informational and not screened.alternatives and rule.full_id not in settings.indicator_overrides:
+        indicator = "info"  # starting-dose advice, patient already on the drug: inform (monitor/TDM), do not alarm
     return Recommendation(
         drug=drug,
         order_ref=_order_ref(order),

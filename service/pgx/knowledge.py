@@ -216,6 +216,11 @@ def _safety_checks(dir_: Path, loaded: list[LoadedGuideline], safety: _safety.Sa
             for j, a in enumerate(r.alternatives):
                 for msg in _safety.alternative_problems(a):
                     out.append(Problem(_rel(dir_, lg.path), lg.line("rules", i, "alternatives", j), f"rule {r.id}: {msg}"))
+    named = {a.name.lower() for lg in loaded for r in lg.guideline.rules for a in r.alternatives}
+    for name in safety.checks:
+        if name not in named:
+            out.append(Problem(f"cards/{_safety.SAFETY_DIR}/{_safety.CONTRAINDICATIONS_FILE}", None,
+                               f"checks for {name}: no guideline rule names it as an alternative", "warning"))
     for code, p in safety.products.items():
         if not any(i in drugs for i in p.ingredients):
             out.append(Problem(f"cards/{_safety.SAFETY_DIR}/{_safety.PRODUCTS_FILE}", None,

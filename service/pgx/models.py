@@ -124,6 +124,7 @@ class DoseAdjustment(BaseModel):
     max_daily_mg: float | None = None
     text: str | None = None
     one_click: bool = True  # False: CPIC's number does not apply to this order as a one-click change
+    informational: bool = False  # True: starting-dose advice for a patient already on the drug (monitor/TDM)
 
 
 class GeneEvidence(BaseModel):

@@ -611,6 +611,8 @@ def plan_dose(d: DoseDef | None, drug: DrugRef, patient: PatientData, order: Dra
             blocked.append("loading")
             notes.append(f"The draft order looks like a loading or once-only dose ({loading}); CPIC's change is for "
                          "the maintenance dose, so the loading dose is left as ordered.")
+        elif d.max_daily_mg and order.dose_quantity is not None and not _within_daily_max(d, order, notes, drug):
+            blocked.append("daily-max")
         elif d.max_mg_per_kg_day and order.dose_quantity is not None:
             per_day = doses_per_day(order.resource)
             unit = (order.dose_unit or "").strip().lower()
@@ -627,8 +629,27 @@ def plan_dose(d: DoseDef | None, drug: DrugRef, patient: PatientData, order: Dra
                                  f"{d.max_mg_per_kg_day:g} mg/kg/day ({limit:g} mg/day at {patient.weight_kg:g} kg): "
                                  "no one-click change.")
     if blocked:
-        adj = adj.model_copy(update={"one_click": False})
+        adj = adj.model_copy(update={"one_click": False, "informational": "in-use" in blocked})
     return adj, notes
+
+
+def _within_daily_max(d: DoseDef, order: DraftOrder, notes: list[str], drug: DrugRef) -> bool:
+    """Does the adjusted dose stay within CPIC's maximum daily dose? (False, with a note, when not or unknown.)"""
+    assert d.max_daily_mg is not None and d.factor is not None and order.dose_quantity is not None
+    unit = (order.dose_unit or "").strip().lower()
+    single = order.dose_quantity * d.factor
+    per_day = doses_per_day(order.resource)
+    if unit in ("mg", "milligram", "milligrams") and single <= d.max_daily_mg + 1e-9 and per_day is not None:
+        if single * per_day <= d.max_daily_mg + 1e-9:
+            return True
+    if unit in ("mg", "milligram", "milligrams") and (single > d.max_daily_mg + 1e-9 or per_day is not None):
+        daily = single * (per_day or 1)
+        notes.append(f"The adjusted {drug.name} dose ({daily:g} mg/day) would exceed CPIC's maximum of "
+                     f"{d.max_daily_mg:g} mg/day: no one-click change.")
+    else:
+        notes.append(f"CPIC's maximum for {drug.name} is {d.max_daily_mg:g} mg/day; the adjusted daily dose cannot "
+                     "be checked against it (dose unit or frequency missing), so no one-click change.")
+    return False
 
 
 # --------------------------------------------------------------------------------------------

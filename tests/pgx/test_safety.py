@@ -491,3 +491,28 @@ def test_unobtainable_prefetch_key_is_marked_unavailable():
 def test_files_exist_where_the_readme_says():
     for name in ("contraindications.yaml", "products.yaml"):
         assert (Path(REPO_ROOT) / "cards" / "safety" / name).is_file()
+
+
+QD = {"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}}
+
+
+@pytest.mark.parametrize("dose,dosage,ok", [
+    (20, QD, True),  # 10 mg/day: within CPIC's 10 mg/day maximum
+    (40, QD, False),  # 20 mg/day: over
+    (20, None, False),  # frequency unknown: cannot be checked
+    (10, {"timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d"}}}, False),  # 15 mg/day
+])
+def test_vortioxetine_reduction_respects_cpic_maximum_daily_dose(k, dose, dosage, ok):
+    o = order("1455099", dose=dose, dosage=dosage)
+    r = one(k, prof(D6_PM), o, patient())
+    assert r.dose.one_click is ok and bool(_updates(card(r, o))) is ok
+    if not ok:
+        assert any("10 mg/day" in n for n in r.notes)
+
+
+def test_starting_dose_card_for_a_patient_already_on_the_drug_is_info_not_warning(k):
+    o = order(TACRO, dose=5, dosage=BID)
+    new = one(k, prof(C3A5_NM), o, patient(weight_kg=70))
+    on = one(k, prof(C3A5_NM), o, patient(weight_kg=70, medications=[med(TACRO, authored="2026-01-10")]))
+    assert new.indicator == "warning" and on.indicator == "info"
+    assert on.dose.informational and not new.dose.informational
