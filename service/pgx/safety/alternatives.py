@@ -76,7 +76,7 @@ def screen_alternatives(data: SafetyData, alts: Sequence[AlternativeDef], drug: 
             res = evaluate_check(data, check, patient, order, today)
             if res.fires is False:
                 continue
-            reason = check.reason + (f" ({res.detail})" if res.detail else "")
+            reason = check.reason + (f" ({res.detail} on record)" if res.detail else "")
             if res.fires is None:
                 reason = (f"could not be ruled out ({', '.join(res.missing)} not available in the record): "
                           f"{check.reason}")
@@ -90,7 +90,7 @@ def screen_alternatives(data: SafetyData, alts: Sequence[AlternativeDef], drug: 
             if recommended or res.fires is True:
                 out.withheld.append(WithheldAlternative(name=a.name, rxnorm=a.rxnorm, effect="not_recommended",
                                                         check=check.id, reason=reason, citation=check.citation))
-                out.notes.append(f"{a.name.capitalize()} is not the recommended choice for this patient: {reason}. "
+                out.notes.append(f"{a.name.capitalize()} is offered but not as the recommended choice: {reason}. "
                                  f"Source: {check.citation}.")
             recommended = False
         if not excluded:
