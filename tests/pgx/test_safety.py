@@ -516,3 +516,18 @@ def test_starting_dose_card_for_a_patient_already_on_the_drug_is_info_not_warnin
     on = one(k, prof(C3A5_NM), o, patient(weight_kg=70, medications=[med(TACRO, authored="2026-01-10")]))
     assert new.indicator == "warning" and on.indicator == "info"
     assert on.dose.informational and not new.dose.informational
+
+
+def test_secondary_amine_tca_left_out_with_an_maoi_or_a_recent_infarction(k):
+    p = prof(res("CYP2D6", "Normal Metabolizer", "2.0"), res("CYP2C19", "Ultrarapid Metabolizer"))
+    maoi = one(k, p, order(AMI), patient(medications=[med(None, "linezolid 600 MG Oral Tablet")]))
+    assert maoi.alternatives == [] and withheld(maoi) == {"nortriptyline": "excluded", "desipramine": "excluded"}
+    mi = one(k, p, order(AMI), patient(conditions=[cond(ICD10, "I21.09")]))
+    assert mi.alternatives == []
+
+
+def test_posaconazole_not_one_click_under_two_years(k):
+    baby = one(k, prof(C19_PM), order("121243"), patient(birth_date=date(2025, 9, 1)))
+    assert "posaconazole" not in offered(baby) and withheld(baby)["posaconazole"] == "excluded"
+    child = one(k, prof(C19_PM), order("121243"), patient(birth_date=date(2018, 1, 1)))
+    assert offered(child) == {"posaconazole": True}
