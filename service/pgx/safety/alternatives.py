@@ -10,7 +10,7 @@ from service.fhir.models import DraftOrder, PatientData
 from service.pgx.guidelines import AlternativeDef
 from service.pgx.models import Alternative, DrugRef, WithheldAlternative
 from service.pgx.safety.data import SafetyData
-from service.pgx.safety.record import RXNORM_SYSTEMS, evaluate_check
+from service.pgx.safety.record import RXNORM_SYSTEMS, Record, evaluate_check
 
 # --------------------------------------------------------------------------------------------
 # Alternatives
@@ -60,6 +60,7 @@ def screen_alternatives(data: SafetyData, alts: Sequence[AlternativeDef], drug: 
                                                     reason=reason, citation=data.policy.citation))
         out.notes.append(f"No one-click switch: {reason}")
         return out
+    rec = Record(patient, order, today)
     for a in alts:
         if a.rxnorm is None:
             why = a.why or "no verified RxNorm code for the product to order"
@@ -73,7 +74,7 @@ def screen_alternatives(data: SafetyData, alts: Sequence[AlternativeDef], drug: 
         recommended = a.recommended
         excluded = False
         for check in data.checks.get(a.name.lower(), ()):
-            res = evaluate_check(data, check, patient, order, today)
+            res = evaluate_check(data, check, rec)
             if res.fires is False:
                 continue
             reason = check.reason + (f" ({res.detail} on record)" if res.detail else "")

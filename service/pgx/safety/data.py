@@ -110,17 +110,20 @@ class SafetyData:
     partners_re: re.Pattern[str] | None = None
     partner_names: dict[str, str] = field(default_factory=dict)  # lower-case name or synonym -> ingredient
     files: list[Path] = field(default_factory=list)
-    _med_res: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    _matchers: dict[int, Any] = field(default_factory=dict)
     _needs: dict[str, frozenset[str]] = field(default_factory=dict)
 
-    def med_re(self, sel: MedicationSelector) -> re.Pattern[str]:
-        key = "|".join([sel.name, *sel.brands])
-        rx = self._med_res.get(key)
-        if rx is None:
-            alt = "|".join(re.escape(n) for n in sorted([sel.name, *sel.brands], key=len, reverse=True))
-            rx = re.compile(rf"(?<![A-Za-z0-9])({alt})(?![A-Za-z0-9])", re.IGNORECASE)
-            self._med_res[key] = rx
-        return rx
+    def med_matcher(self, sels: list[MedicationSelector]) -> tuple[dict[str, str], re.Pattern[str], dict[str, str]]:
+        """(RxNorm code -> name, one regex of every name and brand, lower-case word -> name), built once per list."""
+        key = id(sels)
+        hit = self._matchers.get(key)
+        if hit is None or hit[0] is not sels:
+            by_code = {sel.rxnorm: sel.name for sel in sels if sel.rxnorm}
+            by_word = {w.lower(): sel.name for sel in sels for w in [sel.name, *sel.brands]}
+            rx = _word_re(by_word)
+            assert rx is not None
+            hit = self._matchers[key] = (sels, (by_code, rx, by_word))
+        return hit[1]
 
 
 def _word_re(words: Iterable[str]) -> re.Pattern[str] | None:

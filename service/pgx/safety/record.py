@@ -52,19 +52,66 @@ def _patient_codes(patient: PatientData, order: DraftOrder | None) -> set[tuple[
     return codes
 
 
-def _code_hit(patterns: Sequence[str], codes: set[tuple[str, str]]) -> bool:
+_COMPILED: dict[int, tuple[Sequence[str], dict[str, tuple[frozenset[str], tuple[str, ...]]]]] = {}
+
+
+def _compiled(patterns: Sequence[str]) -> dict[str, tuple[frozenset[str], tuple[str, ...]]]:
+    """system -> (exact codes, code prefixes) for one pattern list (SNOMED exact, other systems by prefix)."""
+    hit = _COMPILED.get(id(patterns))
+    if hit is not None and hit[0] is patterns:
+        return hit[1]
+    by_system: dict[str, tuple[set[str], list[str]]] = {}
     for pat in patterns:
         system, _, code = pat.partition("|")
-        for s, c in codes:
-            if s == system and (c == code or (system != SNOMED and c.startswith(code))):
-                return True
+        exact, prefixes = by_system.setdefault(system, (set(), []))
+        (exact.add(code) if system == SNOMED else prefixes.append(code))
+    out = {sys_: (frozenset(e), tuple(p)) for sys_, (e, p) in by_system.items()}
+    if len(_COMPILED) > 4096:  # pattern lists live in the loaded knowledge; bounded for safety
+        _COMPILED.clear()
+    _COMPILED[id(patterns)] = (patterns, out)
+    return out
+
+
+def _code_hit(patterns: Sequence[str], codes: set[tuple[str, str]]) -> bool:
+    compiled = _compiled(patterns)
+    for s, c in codes:
+        entry = compiled.get(s)
+        if entry is not None and (c in entry[0] or (entry[1] and c.startswith(entry[1]))):
+            return True
     return False
 
 
-def _conditions_state(patterns: Sequence[str], patient: PatientData, order: DraftOrder | None) -> bool | None:
-    if _code_hit(patterns, _patient_codes(patient, order)):
+class Record:
+    """The facts of one patient and order the checks read, each computed once per request."""
+
+    def __init__(self, patient: PatientData, order: DraftOrder | None, today: date) -> None:
+        self.patient = patient
+        self.order = order
+        self.today = today
+        self._codes: set[tuple[str, str]] | None = None
+        self._meds: list[tuple[frozenset[str], str]] | None = None
+
+    @property
+    def condition_codes(self) -> set[tuple[str, str]]:
+        if self._codes is None:
+            self._codes = _patient_codes(self.patient, self.order)
+        return self._codes
+
+    @property
+    def medications(self) -> list[tuple[frozenset[str], str]]:
+        """Active medications as (RxNorm codes, all their displays and text joined)."""
+        if self._meds is None:
+            self._meds = []
+            for m in active_medications(self.patient, self.order):
+                codes, texts = _med_codes_texts(m)
+                self._meds.append((frozenset(codes), " | ".join(texts)))
+        return self._meds
+
+
+def _conditions_state(patterns: Sequence[str], rec: Record) -> bool | None:
+    if _code_hit(patterns, rec.condition_codes):
         return True
-    return None if _unavailable(patient, "conditions") else False
+    return None if _unavailable(rec.patient, "conditions") else False
 
 
 def active_medications(patient: PatientData, order: DraftOrder | None) -> list[dict[str, Any]]:
@@ -99,14 +146,16 @@ def _med_codes_texts(m: dict[str, Any]) -> tuple[set[str], list[str]]:
     return codes, texts
 
 
-def _medications_state(data: SafetyData, sels: Sequence[MedicationSelector], patient: PatientData,
-                       order: DraftOrder | None) -> tuple[bool | None, str | None]:
-    for m in active_medications(patient, order):
-        codes, texts = _med_codes_texts(m)
-        for sel in sels:
-            if (sel.rxnorm and sel.rxnorm in codes) or any(data.med_re(sel).search(t) for t in texts):
-                return True, sel.name
-    return (None if _unavailable(patient, "medications") else False), None
+def _medications_state(data: SafetyData, sels: Sequence[MedicationSelector], rec: Record) -> tuple[bool | None, str | None]:
+    by_code, rx, by_word = data.med_matcher(sels)
+    for codes, text in rec.medications:
+        hit = next((by_code[c] for c in codes if c in by_code), None)
+        if hit is None and text:
+            m = rx.search(text)
+            hit = by_word[m.group(1).lower()] if m else None
+        if hit is not None:
+            return True, hit
+    return (None if _unavailable(rec.patient, "medications") else False), None
 
 
 def _sex_state(sexes: Sequence[str], patient: PatientData) -> bool | None:
@@ -130,8 +179,8 @@ class _CheckResult:
     detail: str | None = None  # e.g. the co-medication found
 
 
-def evaluate_check(data: SafetyData, check: Check, patient: PatientData, order: DraftOrder | None,
-                   today: date) -> _CheckResult:
+def evaluate_check(data: SafetyData, check: Check, rec: Record) -> _CheckResult:
+    patient, today = rec.patient, rec.today
     states: list[bool | None] = []
     missing: list[str] = []
     detail = None
@@ -146,19 +195,19 @@ def evaluate_check(data: SafetyData, check: Check, patient: PatientData, order: 
         if s is None:
             missing.append("date of birth")
     if check.conditions:
-        s = _conditions_state(check.conditions, patient, order)
+        s = _conditions_state(check.conditions, rec)
         states.append(s)
         if s is None:
             missing.append("conditions")
     if check.medications:
-        s, detail = _medications_state(data, check.medications, patient, order)
+        s, detail = _medications_state(data, check.medications, rec)
         states.append(s)
         if s is None:
             missing.append("current medications")
     if any(s is False for s in states):
         return _CheckResult(False, [])
     if check.unless_conditions:
-        u = _conditions_state(check.unless_conditions, patient, order)
+        u = _conditions_state(check.unless_conditions, rec)
         if u is True:
             return _CheckResult(False, [])
         if u is None:
