@@ -112,18 +112,19 @@ def _suggestions(rec: Recommendation, patient_id: str, order: DraftOrder | None)
     out: list[Suggestion] = []
     order_ref = rec.order_ref or (order.reference if order else None)
     for alt in rec.alternatives:
-        actions: list[ActionModel] = []
-        if order_ref:
-            actions.append(
-                ActionModel.model_construct(type="delete", description=f"Remove the draft order for {rec.drug.name}", resourceId=order_ref)
-            )
-        actions.append(
+        # `create` first, then `delete` (README "Suggestion action order"): a client that applies only the
+        # first action, or stops after a failure, is left with the new order, never with an empty one.
+        actions: list[ActionModel] = [
             ActionModel.model_construct(
                 type="create",
                 description=f"Create a draft order for {alt.name}",
                 resource=_new_med_request(alt.name, alt.rxnorm, patient_id, order),
             )
-        )
+        ]
+        if order_ref:
+            actions.append(
+                ActionModel.model_construct(type="delete", description=f"Remove the draft order for {rec.drug.name}", resourceId=order_ref)
+            )
         out.append(
             Suggestion.model_construct(
                 label=_truncate(f"Use {alt.name} instead of {rec.drug.name}", 80),
@@ -132,7 +133,8 @@ def _suggestions(rec: Recommendation, patient_id: str, order: DraftOrder | None)
                 actions=actions,
             )
         )
-    if rec.dose and rec.dose.factor and order is not None and order.dose_quantity and order.resource and order_ref:
+    if (rec.dose and rec.dose.factor and rec.dose.one_click and order is not None and order.dose_quantity
+            and order.resource and order_ref):
         new_dose = round(order.dose_quantity * rec.dose.factor, 3)
         updated = copy.deepcopy(order.resource)
         try:
@@ -206,6 +208,10 @@ def evidence(rec: Recommendation) -> dict:
     }
     if rec.notes:
         out["notes"] = list(rec.notes)
+    if rec.withheld:
+        out["alternativesWithheld"] = [w.model_dump(exclude_none=True) for w in rec.withheld]
+    if rec.dose is not None and rec.dose.factor and not rec.dose.one_click:
+        out["doseChangeWithheld"] = True
     if rec.order_ref:
         out["order"] = rec.order_ref
     return out

@@ -53,4 +53,5 @@ class PatientData(BaseModel):
     height_cm: float | None = None
     fhir_calls: int = 0  # outbound FHIR requests made for this request
     obtained: list[str] = Field(default_factory=list)  # prefetch keys loaded (or tried): what a cached copy covers
+    unavailable: list[str] = Field(default_factory=list)  # keys that were needed but could not be obtained
     notes: list[str] = Field(default_factory=list)

@@ -102,12 +102,16 @@ def medication_codes(res: dict[str, Any]) -> tuple[list[MedicationCode], str | N
 
 
 def codes_of_medication(med: dict[str, Any]) -> tuple[list[MedicationCode], str | None]:
-    """Codes and text of a Medication resource (``Medication.code``)."""
+    """Codes and text of a Medication resource: ``Medication.code`` (often a product-level code), then the
+    codes of ``Medication.ingredient[].itemCodeableConcept`` (ingredient codes recognise the drug even when
+    the product code is not one we know)."""
     code = med.get("code")
-    if not isinstance(code, dict):
-        return [], None
-    codes = _codings(code)
-    return codes, _text(code, codes)
+    codes = _codings(code) if isinstance(code, dict) else []
+    text = _text(code, codes) if isinstance(code, dict) else None
+    for ing in _list(med.get("ingredient")):
+        if isinstance(ing, dict):
+            codes += _codings(ing.get("itemCodeableConcept"))
+    return codes, text
 
 
 def _contained(res: dict[str, Any], cid: str) -> dict[str, Any] | None:

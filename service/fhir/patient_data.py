@@ -132,6 +132,7 @@ async def load_patient_data(
     # keys we have data for, or tried and could not get (an optional key that failed is not retried on
     # every cached request; a failed required key makes the whole result unavailable instead)
     data.obtained = sorted(k for k in {*values, *failed} if not (k in failed and k in REQUIRED_KEYS))
+    data.unavailable = sorted(failed)  # safety screening must not read "not obtained" as "none on record"
     _apply_patient(data, values.get("patient"))
     obs, foreign = _flatten(values.get("pgxObservations"), patient_id)
     if foreign:

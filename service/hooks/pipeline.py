@@ -41,6 +41,7 @@ from service.observability.logging import patient_hash
 from service.pgx.drugs import recognise
 from service.pgx.engine import evaluate_order, summarize_profile
 from service.pgx.knowledge import Knowledge
+from service.pgx.safety import data_needs as safety_data_needs
 from service.pgx.models import GenomicProfile, Recommendation
 from service.pgx.phenotype import annotate_profile
 
@@ -295,6 +296,8 @@ def _data_needs(k: Knowledge, drug_names: set[str]) -> frozenset[str]:
                     needs.add("conditions")
                 if m.medications or m.drug_in_use is not None:
                     needs.add("medications")
+        # one-click safety: contraindications of alternatives, dose applicability (service/pgx/safety.py)
+        needs |= safety_data_needs(k.safety, k.guidelines_for_drug(name))
     return frozenset(needs)
 
 

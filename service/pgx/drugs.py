@@ -9,11 +9,12 @@ The indexes are built once when the knowledge base is loaded.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from service.fhir.models import DraftOrder
+from service.fhir.orders import codes_of_medication
 from service.pgx.models import DrugRef
 
 if TYPE_CHECKING:
@@ -54,8 +55,9 @@ class DrugIndex:
         return sorted(seen.values(), key=lambda r: r.name)
 
 
-def build_index(guidelines: Iterable["Guideline"]) -> DrugIndex:
-    """Build the code and name indexes from the guideline files' `drugs` sections."""
+def build_index(guidelines: Iterable["Guideline"], products: Mapping[str, Iterable[str]] | None = None) -> DrugIndex:
+    """Build the code and name indexes from the guideline files' `drugs` sections, plus product codes
+    (`cards/safety/products.yaml`: RxNorm SCD/SBD code -> ingredient names) for the drugs they contain."""
     by_code: dict[str, list[DrugRef]] = {}
     by_name: dict[str, DrugRef] = {}
     for g in guidelines:
@@ -67,6 +69,13 @@ def build_index(guidelines: Iterable["Guideline"]) -> DrugIndex:
                     refs.append(ref)
             for name in [d.name, *d.brands]:
                 by_name.setdefault(name.lower(), ref)
+    for code, ingredients in (products or {}).items():
+        for ingredient in ingredients:
+            ref = by_name.get(ingredient.lower())
+            if ref is not None and ref.name == ingredient.lower():
+                refs = by_code.setdefault(code, [])
+                if ref not in refs:
+                    refs.append(ref)
     names = sorted(by_name, key=len, reverse=True)  # longest first: "dexlansoprazole" before "lansoprazole"
     pattern = None
     if names:
@@ -116,4 +125,12 @@ def medication_request_drugs(index: DrugIndex, resource: dict[str, Any]) -> list
     ref = resource.get("medicationReference")
     if isinstance(ref, dict) and isinstance(ref.get("display"), str):
         texts.append(ref["display"])
+    target = ref.get("reference") if isinstance(ref, dict) else None
+    if isinstance(target, str) and target.startswith("#"):
+        # a contained Medication: its (product) code and its ingredients' codes
+        for med in resource.get("contained") or []:
+            if isinstance(med, dict) and med.get("resourceType") == "Medication" and med.get("id") == target[1:]:
+                mcodes, mtext = codes_of_medication(med)
+                codes += [(c.system, c.code) for c in mcodes]
+                texts += [mtext, *(c.display for c in mcodes)]
     return recognise_codes(index, codes, texts)

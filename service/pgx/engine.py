@@ -17,13 +17,13 @@ from typing import Any
 
 from service.config import Settings
 from service.fhir.models import DraftOrder, PatientData
+from service.pgx import safety as _safety
 from service.pgx import warfarin as _warfarin
 from service.pgx.drugs import medication_request_drugs, recognise
 from service.pgx.guidelines import DEFAULT_INDICATOR, INDETERMINATE, NO_RESULT, Guideline, Population
 from service.pgx.knowledge import CompiledRule, Knowledge
 from service.pgx.models import (
     Action,
-    Alternative,
     DoseAdjustment,
     DrugRef,
     GeneEvidence,
@@ -168,7 +168,14 @@ def _evaluate(
         summary = summary[:138].rstrip() + "…"
     detail = _fill(r.detail, drug, primary)
     notes += list(r.notes) + list(g.notes)
+    # one-click safety for this patient and order (cards/safety, rule dose applicability): service/pgx/safety.py
+    screened = _safety.screen_alternatives(k.safety, r.alternatives, drug, patient, order, today,
+                                           order_drugs=recognise(k, order) if order is not None and r.alternatives else ())
+    dose, dose_notes = _safety.plan_dose(r.dose, drug, patient, order, today, k.drug_index)
+    notes += screened.notes + dose_notes
     indicator = settings.indicator_overrides.get(rule.full_id) or r.effective_indicator
+    if dose is not None and dose.informational and not screened.alternatives and rule.full_id not in settings.indicator_overrides:
+        indicator = "info"  # starting-dose advice, patient already on the drug: inform (monitor/TDM), do not alarm
     return Recommendation(
         drug=drug,
         order_ref=_order_ref(order),
@@ -185,8 +192,9 @@ def _evaluate(
         population=pop.label if pop else None,
         population_note=pop_note,
         genes=[_evidence(key) for key in keys],
-        alternatives=[Alternative(name=a.name, rxnorm=a.rxnorm, recommended=a.recommended) for a in r.alternatives if a.rxnorm],
-        dose=DoseAdjustment(factor=r.dose.factor, max_daily_mg=r.dose.max_daily_mg, text=r.dose.text) if r.dose else None,
+        alternatives=screened.alternatives,
+        withheld=screened.withheld,
+        dose=dose,
         notes=_dedupe(notes),
         knowledge_version=k.version,
         interruptive=r.action not in (Action.standard_dosing, Action.no_recommendation),

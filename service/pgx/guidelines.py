@@ -141,17 +141,61 @@ class AlternativeDef(_Strict):
     name: str
     rxnorm: str | None = None  # None only for drug classes / non-drug options (then not one-click)
     recommended: bool = False
+    one_click: bool = True  # false: named on the card but never offered as a one-click order
+    why: str | None = None  # required with one_click: false; printed on the card
 
     @field_validator("rxnorm")
     @classmethod
     def _rx(cls, v: str | None) -> str | None:
         return None if v is None else _rxnorm(v)
 
+    @model_validator(mode="after")
+    def _why(self) -> "AlternativeDef":
+        if not self.one_click and not (self.why or "").strip():
+            raise ValueError(f"alternative {self.name}: one_click: false needs `why` (shown on the card)")
+        return self
+
+
+class WeightRange(_Strict):
+    min: float | None = None  # kg, inclusive
+    max: float | None = None
+
+
+class DoseBound(_Strict):
+    """One condition under which CPIC's dose numbers apply (a dose's `applies_if` holds when any bound holds)."""
+
+    age: AgeRange | None = None
+    weight_kg: WeightRange | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> "DoseBound":
+        if self.age is None and self.weight_kg is None:
+            raise ValueError("applies_if entries need age and/or weight_kg")
+        return self
+
+
+DoseApplies = Literal["start", "continuing", "any"]
+
 
 class DoseDef(_Strict):
     factor: float | None = Field(default=None, gt=0)
     max_daily_mg: float | None = Field(default=None, gt=0)
     text: str | None = None
+    # when CPIC's number applies (cards/README.md "Dose applicability"):
+    applies: DoseApplies = "start"  # start: only when the drug is being started (not already an active medication)
+    in_use_days: int | None = Field(default=None, ge=1)  # continuing: taken at least this many days (PPI >12 weeks)
+    applies_if: list[DoseBound] = Field(default_factory=list)  # any of these must hold (e.g. adults or >40 kg)
+    max_mg_per_kg_day: float | None = Field(default=None, gt=0)  # upper limit of the new daily dose
+    one_click: bool = True  # false: the change cannot be made by scaling the ordered dose
+    why: str | None = None  # required with one_click: false (printed on the card)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DoseDef":
+        if not self.one_click and not (self.why or "").strip():
+            raise ValueError("dose: one_click: false needs `why` (shown on the card)")
+        if self.in_use_days is not None and self.applies != "continuing":
+            raise ValueError("dose: in_use_days needs applies: continuing")
+        return self
 
 
 class Rule(_Strict):

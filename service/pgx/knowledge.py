@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.pgx import safety as _safety
 from service.pgx.drugs import DrugIndex, build_index
 from service.pgx.guidelines import (
     ANY,
@@ -77,6 +78,7 @@ class Knowledge:
     by_gene: dict[str, list[Guideline]] = field(default_factory=dict)  # gene -> guidelines
     rules: dict[tuple[str, str | None, str], list[CompiledRule]] = field(default_factory=dict)
     # (guideline id, population id or None, drug name) -> rules in file order
+    safety: _safety.SafetyData = field(default_factory=_safety.SafetyData)  # cards/safety/*.yaml
 
     def rules_for(self, guideline_id: str, population: str | None, drug: str) -> list[CompiledRule]:
         return self.rules.get((guideline_id, population, drug), [])
@@ -158,7 +160,7 @@ def _guideline_files(dir_: Path) -> list[Path]:
 
 def _version(dir_: Path, files: list[Path]) -> str:
     h = hashlib.sha256()
-    for p in sorted([*files, *sorted((dir_ / "genes").glob("*.yaml"))]):
+    for p in sorted([*files, *sorted((dir_ / "genes").glob("*.yaml")), *_safety.safety_files(dir_)]):
         h.update(p.relative_to(dir_).as_posix().encode())
         h.update(b"\0")
         h.update(p.read_bytes())
@@ -196,10 +198,34 @@ def _build(dir_: Path) -> tuple[Knowledge | None, list[Problem]]:
                                         f"drug {d.name}: RxNorm {d.rxnorm} differs from {prev[0]} in {prev[1]}"))
     for lg in loaded:
         problems += _cross_checks(dir_, lg, genes, bool(gp))
+    safety, sp = _safety.load_safety(dir_)
+    problems += [Problem(_rel(dir_, path), ln, msg) for path, ln, msg in sp]
+    problems += _safety_checks(dir_, loaded, safety)
     k = None
     if not any(p.severity == "error" for p in problems):
-        k = _index(dir_, loaded, genes, files)
+        k = _index(dir_, loaded, genes, files, safety)
     return k, problems
+
+
+def _safety_checks(dir_: Path, loaded: list[LoadedGuideline], safety: _safety.SafetyData) -> list[Problem]:
+    """One-click alternatives must be plain ingredients; product files must name a covered drug."""
+    out: list[Problem] = []
+    drugs = {d.name for lg in loaded for d in lg.guideline.drugs}
+    for lg in loaded:
+        for i, r in enumerate(lg.guideline.rules):
+            for j, a in enumerate(r.alternatives):
+                for msg in _safety.alternative_problems(a):
+                    out.append(Problem(_rel(dir_, lg.path), lg.line("rules", i, "alternatives", j), f"rule {r.id}: {msg}"))
+    named = {a.name.lower() for lg in loaded for r in lg.guideline.rules for a in r.alternatives}
+    for name in safety.checks:
+        if name not in named:
+            out.append(Problem(f"cards/{_safety.SAFETY_DIR}/{_safety.CONTRAINDICATIONS_FILE}", None,
+                               f"checks for {name}: no guideline rule names it as an alternative", "warning"))
+    for code, p in safety.products.items():
+        if not any(i in drugs for i in p.ingredients):
+            out.append(Problem(f"cards/{_safety.SAFETY_DIR}/{_safety.PRODUCTS_FILE}", None,
+                               f"product {code} ({p.name}) contains no drug a guideline covers", "warning"))
+    return out
 
 
 def _rel(dir_: Path, path: Path) -> str:
@@ -295,10 +321,13 @@ def _short(items: list[str], n: int = 6) -> str:
     return "; ".join(items[:n]) + (f"; ... ({len(items)} in all)" if len(items) > n else "")
 
 
-def _index(dir_: Path, loaded: list[LoadedGuideline], genes: dict[str, Any], files: list[Path]) -> Knowledge:
+def _index(dir_: Path, loaded: list[LoadedGuideline], genes: dict[str, Any], files: list[Path],
+           safety: _safety.SafetyData | None = None) -> Knowledge:
     guidelines = {lg.guideline.id: lg.guideline for lg in loaded}
-    k = Knowledge(genes=genes, guidelines=guidelines, drug_index=build_index(guidelines.values()),
-                  version=_version(dir_, files), files={lg.guideline.id: lg.path for lg in loaded})
+    safety = safety or _safety.SafetyData()
+    products = {code: p.ingredients for code, p in safety.products.items()}
+    k = Knowledge(genes=genes, guidelines=guidelines, drug_index=build_index(guidelines.values(), products),
+                  version=_version(dir_, files), files={lg.guideline.id: lg.path for lg in loaded}, safety=safety)
     for g in guidelines.values():
         for d in g.drugs:
             k.by_drug.setdefault(d.name, []).append(g)

@@ -106,12 +106,25 @@ class Alternative(BaseModel):
     recommended: bool = False  # first-line
 
 
+class WithheldAlternative(BaseModel):
+    """A CPIC-named alternative not offered one-click (or not as the recommended one), and why."""
+
+    name: str
+    rxnorm: str | None = None
+    effect: str  # "excluded" (contraindication), "not_recommended" (demoted), "not_offered" (no safe one-click order)
+    check: str | None = None  # id of the check in cards/safety/contraindications.yaml
+    reason: str
+    citation: str | None = None
+
+
 class DoseAdjustment(BaseModel):
     """A numeric dose change CPIC gives (e.g. factor 0.5 = reduce by 50%)."""
 
     factor: float | None = None
     max_daily_mg: float | None = None
     text: str | None = None
+    one_click: bool = True  # False: CPIC's number does not apply to this order as a one-click change
+    informational: bool = False  # True: starting-dose advice for a patient already on the drug (monitor/TDM)
 
 
 class GeneEvidence(BaseModel):
@@ -146,6 +159,7 @@ class Recommendation(BaseModel):
     population_note: str | None = None  # e.g. "population could not be determined; primary used"
     genes: list[GeneEvidence] = Field(default_factory=list)
     alternatives: list[Alternative] = Field(default_factory=list)
+    withheld: list[WithheldAlternative] = Field(default_factory=list)  # named by CPIC, not offered one-click
     dose: DoseAdjustment | None = None
     notes: list[str] = Field(default_factory=list)  # conflicts, preliminary results, indeterminate reasons
     knowledge_version: str

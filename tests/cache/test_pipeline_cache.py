@@ -142,9 +142,10 @@ async def test_profile_ttl_zero_disables_the_snapshot_cache(redis_url):
 
 
 async def test_cold_path_fetches_only_what_the_ordered_drugs_need_and_tops_up_the_cache():
-    """Clopidogrel's guideline reads conditions (ACS/PCI vs neurovascular) but not current medications or
-    vitals, so those are not fetched; a later warfarin order for the same patient (its algorithm needs
-    medications and vitals) does not trust the cached copy and loads them."""
+    """Clopidogrel's guideline reads conditions (ACS/PCI vs neurovascular) and, to screen its alternatives
+    (prasugrel/ticagrelor: prior stroke, oral anticoagulants), current medications, but not vitals, so vitals
+    are not fetched; a later warfarin order for the same patient (its algorithm needs vitals) does not trust
+    the cached copy and loads them."""
     app = _app()
     svc = SERVICES["pgx-order-select"]
     seen: list[str] = []
@@ -161,8 +162,8 @@ async def test_cold_path_fetches_only_what_the_ordered_drugs_need_and_tops_up_th
     with respx.mock(assert_all_called=False) as m:
         m.route(url__startswith=FHIR).mock(side_effect=answer)
         out = await run_hook(svc, _req(prefetch=False), app.state.deps, None)
-        assert len(out.response.cards) == 1 and out.fhir_calls == 3
-        assert sorted(seen) == ["Condition", "Observation", "Patient"]
+        assert len(out.response.cards) == 1 and out.fhir_calls == 4
+        assert sorted(seen) == ["Condition", "MedicationRequest", "Observation", "Patient"]
         seen.clear()
         again = await run_hook(svc, _req(prefetch=False), app.state.deps, None)
         assert again.source == "cache" and seen == []

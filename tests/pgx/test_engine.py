@@ -75,7 +75,7 @@ def run(k, prof, o, pat=None, settings=None):
 def test_clopidogrel_pm_acs_is_avoid_with_alternatives_and_evidence(k):
     prof = profile(result("CYP2C19", "Poor Metabolizer", "*2/*2",
                           effective=None, notes=["preliminary result"]))
-    pat = patient(conditions=[condition(ICD10, "I21.4")])
+    pat = patient(conditions=[condition(ICD10, "I21.4")], birth_date=date(1960, 5, 1))
     recs = run(k, prof, order("32968", "clopidogrel 75 MG Oral Tablet"), pat)
     assert len(recs) == 1
     r = recs[0]

@@ -185,7 +185,9 @@ def test_allopurinol_b5801_positive_avoid(knowledge, settings) -> None:
 def test_celecoxib_poor_metabolizer(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "140587", _profile(_call("CYP2C9", "Poor Metabolizer", score="0.5")))
     assert (r.action, r.strength) == (Action.alternative_or_reduced_dose, "Moderate")
-    assert {a.rxnorm for a in r.alternatives} == {"7258", "35827", "1191"}  # naproxen, ketorolac, aspirin
+    # naproxen one-click; ketorolac never (5-day limit); aspirin not while the age is unknown (Reye's syndrome)
+    assert {a.rxnorm for a in r.alternatives} == {"7258"}
+    assert {w.name: w.effect for w in r.withheld} == {"ketorolac": "not_offered", "aspirin": "excluded"}
     assert "25-50%" in r.summary and "celecoxib" in r.summary
 
 
