@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import uuid
 
 import orjson
@@ -23,6 +24,7 @@ import orjson
 from service.cdshooks.models import ActionModel, Card, Coding, Link, Source, Suggestion
 from service.fhir.models import DraftOrder
 from service.pgx.models import Action, Recommendation
+from service.pgx.wording import capitalise, result_label
 
 _NS = uuid.UUID("6f1c3a52-8d0e-4c55-9a39-1f4b2a7d9e10")
 RULE_SYSTEM = "urn:pgx-cds:rule"
@@ -56,36 +58,58 @@ def _truncate(text: str, limit: int = 139) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<])")
+_MD_CELL = re.compile(r"([\\`*_\[\]<|])")
+
+
+def md_text(text: str, *, cell: bool = False) -> str:
+    """Data (diplotypes, notes, labels) as literal markdown text: `*2/*2` must not become emphasis."""
+    return (_MD_CELL if cell else _MD_SPECIAL).sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _lead(rec: Recommendation) -> str:
+    """The first paragraph: readable on its own (clients that render markdown poorly show only this):
+    this patient's result, the CPIC recommendation with its strength, and the advice."""
+    results = []
+    for g in rec.genes:
+        label = result_label(g)
+        shown = g.diplotype if g.diplotype and g.diplotype not in label else None
+        results.append(md_text(label) + (f" ({md_text(shown)})" if shown else ""))
+    result = "; ".join(results) if results else "no result on file"
+    strength = f" (CPIC strength: {rec.strength})" if rec.strength and rec.strength != "n/a" else ""
+    detail = " ".join(rec.detail.split())
+    return f"**Result:** {capitalise(result)}. **Recommendation{strength}:** {detail}"
+
+
 def _detail(rec: Recommendation) -> str:
-    lines = [rec.detail.strip(), ""]
+    lines = [_lead(rec), ""]
     if rec.dose and rec.dose.text:
-        lines += [f"**Dose guidance:** {rec.dose.text}", ""]
+        lines += [f"**Dose guidance:** {md_text(rec.dose.text)}", ""]
     lines += ["**Evidence**", "", "| Gene | Result | Phenotype | Activity score | Source |", "|---|---|---|---|---|"]
     for g in rec.genes:
         result = g.diplotype or g.alleleStatus or "—"
         when = f" ({g.effective[:10]})" if g.effective else ""
         lines.append(
-            f"| {g.gene} | {result} | {g.phenotype} | {g.activityScore or '—'} | {g.observation or '—'}{when} |"
+            f"| {md_text(g.gene, cell=True)} | {md_text(result, cell=True)} | {md_text(g.phenotype, cell=True)} "
+            f"| {md_text(g.activityScore or '—', cell=True)} | {md_text(g.observation or '—', cell=True)}{when} |"
         )
     lines.append("")
-    derivations = [f"- {g.gene}: {g.derivation}" for g in rec.genes if g.derivation]
+    derivations = [f"- {md_text(g.gene)}: {md_text(g.derivation)}" for g in rec.genes if g.derivation]
     if derivations:
         lines += ["**How the phenotype was derived**", "", *derivations, ""]
-    pop = rec.population or "all patients"
+    if rec.population_note:  # names the population it assumed or chose
+        lines += [f"**Population:** ⚠ {md_text(rec.population_note)}", ""]
+    else:
+        lines += [f"**Population:** {md_text(rec.population or 'all patients')}.", ""]
+    notes = [f"- ⚠ {md_text(n)}" for n in rec.notes if n != rec.population_note]
+    notes += [f"- {md_text(n)}" for n in rec.info_notes]
+    if notes:
+        lines += ["**Notes**", "", *notes, ""]
     lines.append(
-        f"**Recommendation:** {rec.action.value.replace('_', ' ')} — CPIC strength **{rec.strength}**; "
-        f"population: {pop}."
+        f"Source: [{md_text(rec.guideline_name)}]({rec.guideline_url})"
+        + (f" — {md_text(rec.publication)}" if rec.publication else "")
+        + f". Rule `{rec.rule_id}`, knowledge {md_text(rec.knowledge_version)}."
     )
-    if rec.population_note:
-        lines.append(f"_{rec.population_note}_")
-    for note in rec.notes:
-        lines.append(f"> ⚠ {note}")
-    lines += [
-        "",
-        f"Source: [{rec.guideline_name}]({rec.guideline_url})"
-        + (f" — {rec.publication}" if rec.publication else "")
-        + f". Rule `{rec.rule_id}`, knowledge {rec.knowledge_version}.",
-    ]
     return "\n".join(lines)
 
 
@@ -208,6 +232,8 @@ def evidence(rec: Recommendation) -> dict:
     }
     if rec.notes:
         out["notes"] = list(rec.notes)
+    if rec.info_notes:
+        out["infoNotes"] = list(rec.info_notes)
     if rec.withheld:
         out["alternativesWithheld"] = [w.model_dump(exclude_none=True) for w in rec.withheld]
     if rec.dose is not None and rec.dose.factor and not rec.dose.one_click:

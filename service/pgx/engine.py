@@ -31,6 +31,8 @@ from service.pgx.models import (
     GenomicProfile,
     Recommendation,
 )
+from service.pgx.notes import split_notes
+from service.pgx.wording import capitalise, phenotype_words, results_label
 
 SNOMED = "http://snomed.info/sct"
 _INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
@@ -163,16 +165,16 @@ def _evaluate(
         return _unmatched(k, g, drug, keys, notes, order, pop, pop_note)
     r = rule.rule
     primary = next((key for key in keys if key.result is not None), keys[0])
-    summary = _fill(r.summary, drug, primary)
+    summary = capitalise(_fill(r.summary, drug, primary, keys))
     if len(summary) >= 140:
         summary = summary[:138].rstrip() + "…"
-    detail = _fill(r.detail, drug, primary)
-    notes += list(r.notes) + list(g.notes)
+    detail = _fill(r.detail, drug, primary, keys)
     # one-click safety for this patient and order (cards/safety, rule dose applicability): service/pgx/safety.py
     screened = _safety.screen_alternatives(k.safety, r.alternatives, drug, patient, order, today,
                                            order_drugs=recognise(k, order) if order is not None and r.alternatives else ())
     dose, dose_notes = _safety.plan_dose(r.dose, drug, patient, order, today, k.drug_index)
-    notes += screened.notes + dose_notes
+    evidence = [_evidence(key) for key in keys]
+    notes, info_notes = split_notes([*notes, *r.notes, *g.notes, *screened.notes, *dose_notes], drug.name, evidence)
     indicator = settings.indicator_overrides.get(rule.full_id) or r.effective_indicator
     if dose is not None and dose.informational and not screened.alternatives and rule.full_id not in settings.indicator_overrides:
         indicator = "info"  # starting-dose advice, patient already on the drug: inform (monitor/TDM), do not alarm
@@ -191,11 +193,12 @@ def _evaluate(
         detail=detail,
         population=pop.label if pop else None,
         population_note=pop_note,
-        genes=[_evidence(key) for key in keys],
+        genes=evidence,
         alternatives=screened.alternatives,
         withheld=screened.withheld,
         dose=dose,
-        notes=_dedupe(notes),
+        notes=notes,
+        info_notes=info_notes,
         knowledge_version=k.version,
         interruptive=r.action not in (Action.standard_dosing, Action.no_recommendation),
     )
@@ -209,6 +212,11 @@ def _order_ref(order: DraftOrder | None) -> str | None:
 
 def _dedupe(items: list[str]) -> list[str]:
     return list(dict.fromkeys(x for x in items if x))
+
+
+def _split(notes: list[Any], drug: DrugRef, keys: list[_GeneKey]) -> dict[str, list[str]]:
+    warn, info = split_notes(notes, drug.name, [_evidence(key) for key in keys])
+    return {"notes": warn, "info_notes": info}
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,12 +338,14 @@ class _SafeDict(dict[str, str]):
         return "{" + key + "}"
 
 
-def _fill(text: str, drug: DrugRef, key: _GeneKey) -> str:
+def _fill(text: str, drug: DrugRef, key: _GeneKey, keys: list[_GeneKey] | None = None) -> str:
     call = key.result.call if key.result else None
+    phenotype = (call.phenotype if call else (key.result.reported_phenotype if key.result else None)) or NO_RESULT
     values = _SafeDict(
         drug=drug.name,
         gene=key.gene,
-        phenotype=(call.phenotype if call else (key.result.reported_phenotype if key.result else None)) or NO_RESULT,
+        phenotype=phenotype_words(phenotype),
+        result=results_label(_evidence(k_) for k_ in (keys or [key])),
         activity_score=(call.activity_score if call else None) or "n/a",
         diplotype=(call.diplotype if call else None) or (key.result.diplotype if key.result else None) or "unknown",
     )
@@ -370,8 +380,8 @@ def _unmatched(k: Knowledge, g: Guideline, drug: DrugRef, keys: list[_GeneKey], 
         drug=drug, order_ref=_order_ref(order), guideline_id=g.id, guideline_name=g.name, guideline_url=g.url,
         publication=g.publication, rule_id=rule_id, action=Action.no_recommendation, strength="No recommendation",
         indicator="info", summary=summary[:139], detail=detail, population=pop.label if pop else None,
-        population_note=pop_note, genes=[_evidence(key) for key in keys], notes=_dedupe(notes),
-        knowledge_version=k.version, interruptive=False,
+        population_note=pop_note, genes=[_evidence(key) for key in keys],
+        **_split(notes, drug, keys), knowledge_version=k.version, interruptive=False,
     )
 
 
@@ -620,6 +630,6 @@ def _warfarin_rec(k: Knowledge, g: Guideline, drug: DrugRef, results: dict[str, 
         drug=drug, order_ref=_order_ref(order), guideline_id=g.id, guideline_name=g.name, guideline_url=g.url,
         publication=g.publication, rule_id=rule_id, action=action, strength="Strong", indicator=indicator,
         summary=summary, detail=res.text, population=pop.label if pop else None, population_note=pop_note,
-        genes=[_evidence(key) for key in keys], dose=dose, notes=_dedupe(notes), knowledge_version=k.version,
+        genes=[_evidence(key) for key in keys], dose=dose, **_split(notes, drug, keys), knowledge_version=k.version,
         interruptive=action != Action.standard_dosing,
     )

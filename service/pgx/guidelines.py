@@ -198,6 +198,13 @@ class DoseDef(_Strict):
         return self
 
 
+class NoteDef(_Strict):
+    """A note on every card of a rule or guideline; `warn: false` shows it as information (no warning sign)."""
+
+    text: str
+    warn: bool = True
+
+
 class Rule(_Strict):
     id: str
     population: str | None = None
@@ -210,7 +217,7 @@ class Rule(_Strict):
     detail: str
     alternatives: list[AlternativeDef] = Field(default_factory=list)
     dose: DoseDef | None = None
-    notes: list[str] = Field(default_factory=list)  # extra notes always added to the card
+    notes: list[str | NoteDef] = Field(default_factory=list)  # extra notes always added to the card
 
     @field_validator("id")
     @classmethod
@@ -257,7 +264,7 @@ class Guideline(_Strict):
     drugs: list[DrugDef]
     populations: list[Population] = Field(default_factory=list)
     algorithm: str | None = None  # a built-in dosing algorithm the engine runs (e.g. "warfarin")
-    notes: list[str] = Field(default_factory=list)  # shown on every card of this guideline
+    notes: list[str | NoteDef] = Field(default_factory=list)  # shown on every card of this guideline
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("url")
@@ -548,7 +555,7 @@ def _file_checks(g: Guideline, lines: dict[tuple[Any, ...], int]) -> list[tuple[
         if len(r.summary) >= SUMMARY_MAX:
             out.append((line_of(lines, ("rules", i, "summary")), f"rule {r.id}: summary is {len(r.summary)} characters (must be < {SUMMARY_MAX})"))
         try:
-            r.summary.format(drug="x", gene="x", phenotype="x", activity_score="x", diplotype="x")
+            r.summary.format(drug="x", gene="x", phenotype="x", activity_score="x", diplotype="x", result="x")
         except (KeyError, IndexError, ValueError) as exc:
             out.append((line_of(lines, ("rules", i, "summary")), f"rule {r.id}: unknown placeholder in summary: {exc}"))
     if not g.rules and not g.algorithm:

@@ -161,6 +161,7 @@ class Recommendation(BaseModel):
     alternatives: list[Alternative] = Field(default_factory=list)
     withheld: list[WithheldAlternative] = Field(default_factory=list)  # named by CPIC, not offered one-click
     dose: DoseAdjustment | None = None
-    notes: list[str] = Field(default_factory=list)  # conflicts, preliminary results, indeterminate reasons
+    notes: list[str] = Field(default_factory=list)  # warnings: conflicts, preliminary results, indeterminate reasons
+    info_notes: list[str] = Field(default_factory=list)  # information shown without a warning sign
     knowledge_version: str
     interruptive: bool = True  # False for standard dosing: patient-view only

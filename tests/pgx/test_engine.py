@@ -85,7 +85,7 @@ def test_clopidogrel_pm_acs_is_avoid_with_alternatives_and_evidence(k):
     assert r.population_note is None
     assert [a.name for a in r.alternatives] == ["prasugrel", "ticagrelor"]
     assert r.alternatives[0].rxnorm == "613391" and r.alternatives[0].recommended
-    assert r.summary.startswith("Avoid clopidogrel")
+    assert r.summary.startswith("CYP2C19 poor metabolizer: avoid clopidogrel")
     assert "{drug}" not in r.summary and "{drug}" not in r.detail
     ev = r.genes[0]
     assert (ev.gene, ev.diplotype, ev.phenotype, ev.observation) == ("CYP2C19", "*2/*2", "Poor Metabolizer", "Observation/cyp2c19")
