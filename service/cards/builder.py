@@ -78,7 +78,7 @@ def _lead(rec: Recommendation) -> str:
     result = "; ".join(results) if results else "no result on file"
     strength = f" (CPIC strength: {rec.strength})" if rec.strength and rec.strength != "n/a" else ""
     detail = " ".join(rec.detail.split())
-    return f"**Result:** {capitalise(result)}. **Recommendation{strength}:** {detail}"
+    return f"**Result:** {capitalise(result)}. **Recommendation for {md_text(rec.drug.name)}{strength}:** {detail}"
 
 
 def _detail(rec: Recommendation) -> str:

@@ -58,7 +58,25 @@ def results_label(labels: Iterable[GeneEvidence]) -> str:
         return ""
     if len(items) == 1:
         return result_label(items[0])
-    return ", ".join(result_label(x, with_score=False) for x in items)
+    # genes with the same result are named together: "CYP2D6 and CYP2C19 normal metabolizer"
+    groups: dict[str, list[GeneEvidence]] = {}
+    for x in items:
+        key = x.phenotype if not x.alleleStatus and not x.phenotype.startswith("*") else f"{x.gene}:{x.phenotype}"
+        groups.setdefault(key, []).append(x)
+    parts = []
+    for group in groups.values():
+        first = group[0]
+        if len(group) == 1:
+            parts.append(result_label(first, with_score=False))
+            continue
+        genes = " and ".join(g.gene for g in group)
+        if first.phenotype == NO_RESULT:
+            parts.append(f"no {genes.replace(' and ', ' or ')} result")
+        elif first.phenotype == INDETERMINATE:
+            parts.append(f"{genes} results indeterminate")
+        else:
+            parts.append(f"{genes} {phenotype_words(first.phenotype)}")
+    return ", ".join(parts)
 
 
 def capitalise(text: str) -> str:
