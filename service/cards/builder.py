@@ -317,6 +317,14 @@ class CardTemplate:
         return data
 
 
+_INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+def card_rank(template: CardTemplate) -> int:
+    """Sort key for a hook response: critical, then warning, then info."""
+    return _INDICATOR_RANK.get(template.indicator, 3)
+
+
 def card_evidence(card: dict) -> dict:
     """The machine-readable evidence of a card (its JSON form)."""
     return (card.get("extension") or {}).get(EXTENSION_KEY, {})

@@ -24,7 +24,8 @@ from pydantic import BaseModel
 
 from service.auth.jwt import Principal
 from service.cache.store import KV, WriteBehind
-from service.cards.builder import CardTemplate, build_card_template
+from service.cards.builder import CardTemplate, build_card_template, card_rank
+from service.cards.patient_view import patient_view_cards
 from service.config import Settings
 from service.feedback.store import CARD_RULE_DAYS, card_rule_bucket
 from service.fhir.client import FhirClient, validate_fhir_server
@@ -521,12 +522,13 @@ async def _evaluate_request(
     if templates is None:
         if hook == "patient-view":
             recs = summarize_profile(deps.knowledge, snap.profile, snap.patient, settings=s)
-            templates = [CardTemplate(build_card_template(r, patient_id=patient_id, app_url=app_url)) for r in recs]
+            templates = [CardTemplate(c) for c in patient_view_cards(recs, patient_id=patient_id, app_url=app_url)]
         else:
             templates = []
             for order, _drugs in drug_orders:
                 order_recs, recs_key = _evaluate(deps, snap, content_id, order, today)
                 templates.extend(_order_cards(deps, order_recs, recs_key, order, patient_id, app_url))
+            templates.sort(key=card_rank)  # most severe first across all orders (stable within a rank)
         if cards_key:
             deps.card_templates.put(cards_key, templates)
     from_request = source == "prefetch" and calls == 0 and not fetched_orders

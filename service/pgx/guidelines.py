@@ -203,6 +203,7 @@ class NoteDef(_Strict):
 
     text: str
     warn: bool = True
+    drugs: list[str] = Field(default_factory=list)  # only on the cards of these drugs (empty: every drug)
 
 
 class Rule(_Strict):

@@ -7,7 +7,8 @@ rule-level notes). This module decides, per card:
 - a lab-reported therapeutic implication for *another* drug is left out (it belongs on that drug's card);
 - a lab-reported implication that agrees with the phenotype we computed is shown as plain information,
   and flagged as a warning only when it disagrees;
-- knowledge-file notes are warnings unless the file marks them `warn: false`.
+- knowledge-file notes are warnings unless the file marks them `warn: false`, and appear only on the
+  cards of the drugs they name (`drugs: [...]`, default every drug of the rule or guideline).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def split_notes(
     info: list[str] = []
     for note in notes:
         if isinstance(note, NoteDef):
-            (warn if note.warn else info).append(note.text)
+            if not note.drugs or drug in note.drugs:
+                (warn if note.warn else info).append(note.text)
             continue
         if not note:
             continue

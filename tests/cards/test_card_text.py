@@ -151,6 +151,8 @@ def _summary_problems(summary: str, profile: GenomicProfile, drug: str) -> list[
         if m and plain not in summary[: m.start()].lower():
             out.append(f"{abbr} before its plain words ({plain})")
     phenos = {gene: phenotype_words(r.call.phenotype) for gene, r in profile.genes.items() if r.call}
+    if not any(gene in summary for gene in profile.genes):
+        out.append("does not name the patient's result (no gene named)")
     low = summary.lower()
     for words in set(phenos.values()):
         said = len(re.findall(rf"(?<!likely )(?<!possible )(?<!ultra)\b{re.escape(words)}\b", low))
