@@ -28,7 +28,9 @@ _LAB_IMPLICATION = re.compile(
 
 def _norm(text: str) -> str:
     text = text.lower().replace("metaboliser", "metabolizer").replace("_", " ")
-    text = re.sub(r"^[a-z0-9-]+ (?=(likely |possible )?(poor|intermediate|normal|rapid|ultrarapid) )", "", text)
+    # a leading gene name ("cyp2c19 poor metabolizer"), never the "likely"/"possible" of the phenotype itself
+    text = re.sub(r"^(?!likely |possible )[a-z0-9-]+ (?=(likely |possible )?(poor|intermediate|normal|rapid|ultrarapid) )",
+                  "", text)
     return " ".join(text.split())
 
 
