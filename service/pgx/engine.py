@@ -32,6 +32,8 @@ from service.pgx.models import (
     Recommendation,
 )
 from service.pgx.notes import split_notes
+from service.pgx.populations import current_med_codes as _current_med_codes
+from service.pgx.populations import select_population, situational_notes
 from service.pgx.wording import capitalise, phenotype_words, results_label
 
 SNOMED = "http://snomed.info/sct"
@@ -174,6 +176,8 @@ def _evaluate(
                                            order_drugs=recognise(k, order) if order is not None and r.alternatives else ())
     dose, dose_notes = _safety.plan_dose(r.dose, drug, patient, order, today, k.drug_index)
     evidence = [_evidence(key) for key in keys]
+    if pop is not None:  # e.g. carbamazepine "no alternative agent available": an "if ..." note
+        notes += situational_notes(k, g, pop, drug.name, rule, lambda p_: _match(k, g, p_, drug.name, keys)[0])
     notes, info_notes = split_notes([*notes, *r.notes, *g.notes, *screened.notes, *dose_notes], drug.name, evidence)
     indicator = settings.indicator_overrides.get(rule.full_id) or r.effective_indicator
     if dose is not None and dose.informational and not screened.alternatives and rule.full_id not in settings.indicator_overrides:
@@ -423,141 +427,7 @@ def _no_result(k: Knowledge, g: Guideline, drug: DrugRef, profile: GenomicProfil
 
 
 # --------------------------------------------------------------------------------------------
-# Populations
-
-
-def select_population(k: Knowledge, g: Guideline, drug: DrugRef, patient: PatientData,
-                      order: DraftOrder | None, today: date) -> tuple[Population | None, str | None]:
-    """The population the record supports, else the primary one with a note saying so."""
-    if not g.populations:
-        return None, None
-    states = [(p, _population_state(k, p, drug, patient, order, today)) for p in g.populations]
-    chosen = [p for p, s in states if s is True]
-    if chosen:
-        note = None
-        if len(chosen) > 1:
-            note = f"Several populations fit the record ({', '.join(p.label for p in chosen)}); {chosen[0].label} used."
-        return chosen[0], note
-    open_ = [p for p, s in states if s is None]
-    if len(open_) == 1 and open_[0].match is None:
-        return open_[0], None  # the only population left (a default without selectors)
-    primary = g.primary_population
-    assert primary is not None
-    return primary, f"Population could not be determined from the record; {primary.label} assumed."
-
-
-def _population_state(k: Knowledge, p: Population, drug: DrugRef, patient: PatientData,
-                      order: DraftOrder | None, today: date) -> bool | None:
-    m = p.match
-    if m is None:
-        return None
-    states: list[bool | None] = []
-    if m.conditions:
-        codes = _patient_codes(patient, order)
-        hit = any(_code_matches(pat, codes) for pat in m.conditions)
-        states.append(True if hit else None)  # absence of a coded diagnosis proves nothing
-    if m.age is not None:
-        age = _warfarin.age_years(patient.birth_date, today)
-        if age is None:
-            states.append(None)
-        else:
-            ok = (m.age.min is None or age >= m.age.min) and (m.age.max is None or age <= m.age.max)
-            states.append(ok)
-    if m.medications:
-        meds = _current_med_codes(k, patient, order)
-        states.append(True if any(c in meds for c in m.medications) else (False if patient.medications is not None else None))
-    if m.drug_in_use is not None:
-        in_use, days = _drug_use(k, drug, patient, order, today)
-        if m.drug_in_use:
-            if not in_use:
-                states.append(False)
-            elif m.drug_in_use_days is None:
-                states.append(True)
-            else:
-                states.append(None if days is None else days >= m.drug_in_use_days)
-        else:
-            states.append(not in_use)
-    if any(s is False for s in states):
-        return False
-    if states and all(s is True for s in states):
-        return True
-    return None
-
-
-def _patient_codes(patient: PatientData, order: DraftOrder | None) -> set[tuple[str, str]]:
-    codes: set[tuple[str, str]] = set()
-    for c in patient.conditions:
-        if not isinstance(c, dict) or not _condition_active(c):
-            continue
-        for coding in (c.get("code") or {}).get("coding") or []:
-            if isinstance(coding, dict) and coding.get("system") and coding.get("code"):
-                codes.add((str(coding["system"]), str(coding["code"])))
-    if order is not None:
-        for rc in order.reason_codes:
-            if rc.system and rc.code:
-                codes.add((rc.system, rc.code))
-    return codes
-
-
-def _condition_active(c: dict[str, Any]) -> bool:
-    for field_, bad in (("clinicalStatus", {"inactive", "resolved", "remission"}),
-                        ("verificationStatus", {"refuted", "entered-in-error"})):
-        cc = c.get(field_) or {}
-        for coding in cc.get("coding") or [] if isinstance(cc, dict) else []:
-            if isinstance(coding, dict) and coding.get("code") in bad:
-                return False
-    return True
-
-
-def _code_matches(pattern: str, codes: set[tuple[str, str]]) -> bool:
-    system, _, code = pattern.partition("|")
-    for s, c in codes:
-        if s != system:
-            continue
-        if c == code or (system != SNOMED and c.startswith(code)):
-            return True
-    return False
-
-
-def _active_meds(patient: PatientData, order: DraftOrder | None) -> list[dict[str, Any]]:
-    out = []
-    for m in patient.medications:
-        if not isinstance(m, dict) or m.get("status") in _INACTIVE_MED:
-            continue
-        if order is not None and order.id and m.get("id") == order.id:
-            continue
-        out.append(m)
-    return out
-
-
-def _current_med_codes(k: Knowledge, patient: PatientData, order: DraftOrder | None) -> set[str]:
-    codes: set[str] = set()
-    for m in _active_meds(patient, order):
-        cc = m.get("medicationCodeableConcept") or {}
-        for coding in cc.get("coding") or [] if isinstance(cc, dict) else []:
-            if isinstance(coding, dict) and coding.get("code"):
-                codes.add(str(coding["code"]))
-        codes.update(ref.rxnorm for ref in medication_request_drugs(k.drug_index, m))
-    return codes
-
-
-def _drug_use(k: Knowledge, drug: DrugRef, patient: PatientData, order: DraftOrder | None,
-              today: date) -> tuple[bool, int | None]:
-    """Is the drug already an active medication, and since how many days (None if unknown)?"""
-    best: int | None = None
-    found = False
-    for m in _active_meds(patient, order):
-        if drug.name not in {r.name for r in medication_request_drugs(k.drug_index, m)}:
-            continue
-        found = True
-        authored = m.get("authoredOn") or ((m.get("dispenseRequest") or {}).get("validityPeriod") or {}).get("start")
-        if isinstance(authored, str) and len(authored) >= 10:
-            try:
-                days = (today - date.fromisoformat(authored[:10])).days
-            except ValueError:
-                continue
-            best = days if best is None else max(best, days)
-    return found, best
+# Populations: service/pgx/populations.py (select_population, value sets, current medications)
 
 
 # --------------------------------------------------------------------------------------------

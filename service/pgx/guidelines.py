@@ -101,6 +101,7 @@ class PopulationMatch(_Strict):
     """Evidence that selects a population. All given selectors must hold."""
 
     conditions: list[str] = Field(default_factory=list)  # "system|code" (code prefix for non-SNOMED systems)
+    value_sets: list[str] = Field(default_factory=list)  # ids of cards/valuesets/*.yaml (any code in any of them)
     age: AgeRange | None = None
     medications: list[str] = Field(default_factory=list)  # RxNorm codes: current use of any of them
     drug_in_use: bool | None = None  # the ordered drug itself is already an active medication
@@ -116,7 +117,7 @@ class PopulationMatch(_Strict):
 
     @model_validator(mode="after")
     def _some(self) -> "PopulationMatch":
-        if not (self.conditions or self.age or self.medications or self.drug_in_use is not None):
+        if not (self.conditions or self.value_sets or self.age or self.medications or self.drug_in_use is not None):
             raise ValueError("match needs at least one selector")
         if self.drug_in_use_days is not None and self.drug_in_use is not True:
             raise ValueError("drug_in_use_days needs drug_in_use: true")
@@ -128,6 +129,16 @@ class Population(_Strict):
     label: str
     primary: bool = False
     match: PopulationMatch | None = None
+    # a situation the record cannot show (e.g. "no alternative agent available"): never chosen; its rules are
+    # shown as an "if ..." note on the cards of the population it refines
+    situational: bool = False
+    refines: str | None = None
+
+    @model_validator(mode="after")
+    def _situational(self) -> "Population":
+        if self.situational and (not self.refines or self.match is not None or self.primary):
+            raise ValueError("a situational population needs refines: <population id>, and no match or primary")
+        return self
 
     @field_validator("id")
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any
 
 from service.pgx import safety as _safety
 from service.pgx.drugs import DrugIndex, build_index
+from service.pgx.populations import load_valuesets
 from service.pgx.guidelines import (
     ANY,
     INDETERMINATE,
@@ -79,6 +80,7 @@ class Knowledge:
     rules: dict[tuple[str, str | None, str], list[CompiledRule]] = field(default_factory=dict)
     # (guideline id, population id or None, drug name) -> rules in file order
     safety: _safety.SafetyData = field(default_factory=_safety.SafetyData)  # cards/safety/*.yaml
+    valuesets: dict[str, Any] = field(default_factory=dict)  # id -> populations.CompiledValueSet
 
     def rules_for(self, guideline_id: str, population: str | None, drug: str) -> list[CompiledRule]:
         return self.rules.get((guideline_id, population, drug), [])
@@ -160,7 +162,8 @@ def _guideline_files(dir_: Path) -> list[Path]:
 
 def _version(dir_: Path, files: list[Path]) -> str:
     h = hashlib.sha256()
-    for p in sorted([*files, *sorted((dir_ / "genes").glob("*.yaml")), *_safety.safety_files(dir_)]):
+    for p in sorted([*files, *sorted((dir_ / "genes").glob("*.yaml")), *_safety.safety_files(dir_),
+                     *sorted((dir_ / "valuesets").glob("*.yaml"))]):
         h.update(p.relative_to(dir_).as_posix().encode())
         h.update(b"\0")
         h.update(p.read_bytes())
@@ -196,14 +199,18 @@ def _build(dir_: Path) -> tuple[Knowledge | None, list[Problem]]:
             if prev[0] != d.rxnorm:
                 problems.append(Problem(_rel(dir_, lg.path), lg.line("drugs", i, "rxnorm"),
                                         f"drug {d.name}: RxNorm {d.rxnorm} differs from {prev[0]} in {prev[1]}"))
+    valuesets, vp = load_valuesets(dir_ / "valuesets")
+    problems += [Problem(f"valuesets/{f}", None, msg) for f, msg in vp]
     for lg in loaded:
         problems += _cross_checks(dir_, lg, genes, bool(gp))
+        problems += _population_checks(dir_, lg, valuesets)
     safety, sp = _safety.load_safety(dir_)
     problems += [Problem(_rel(dir_, path), ln, msg) for path, ln, msg in sp]
     problems += _safety_checks(dir_, loaded, safety)
     k = None
     if not any(p.severity == "error" for p in problems):
         k = _index(dir_, loaded, genes, files, safety)
+        k.valuesets = valuesets
     return k, problems
 
 
@@ -269,6 +276,21 @@ def _cross_checks(dir_: Path, lg: LoadedGuideline, genes: dict[str, Any], genes_
     return out
 
 
+def _population_checks(dir_: Path, lg: LoadedGuideline, valuesets: dict[str, Any]) -> list[Problem]:
+    """Value sets named by populations exist; situational populations refine a declared population."""
+    g = lg.guideline
+    f = _rel(dir_, lg.path)
+    out: list[Problem] = []
+    ids = {p.id for p in g.populations}
+    for i, p in enumerate(g.populations):
+        for vs in (p.match.value_sets if p.match else []):
+            if vs not in valuesets:
+                out.append(Problem(f, lg.line("populations", i), f"population {p.id}: value set {vs!r} has no file in valuesets/"))
+        if p.situational and (p.refines not in ids or p.refines == p.id):
+            out.append(Problem(f, lg.line("populations", i), f"population {p.id}: refines {p.refines!r}, which is not a population here"))
+    return out
+
+
 def _relevant_statuses(g: Guideline, gene: str, space: set[str]) -> set[str]:
     """Allele-status values for the alleles this guideline names (e.g. only *57:01 for abacavir)."""
     alleles = {v.rsplit(" ", 1)[0] for r in g.rules for v in r.when.get(gene, []) if v.endswith((" positive", " negative"))}
@@ -284,7 +306,8 @@ def _coverage(f: str, lg: LoadedGuideline, spaces: dict[str, set[str] | None]) -
         return []
     out: list[Problem] = []
     compiled = [(i, r, [(gene, compile_values(r.when[gene], g.lookup[gene])) for gene in r.when]) for i, r in enumerate(g.rules)]
-    pops: list[str | None] = [p.id for p in g.populations] or [None]
+    # situational populations only refine another one: their rules cover the keys they change, not all
+    pops: list[str | None] = [p.id for p in g.populations if not p.situational] or [None]
     for drug in g.drugs:
         dgenes = g.drug_genes(drug.name)
         multi = len(dgenes) > 1
