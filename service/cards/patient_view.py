@@ -59,8 +59,11 @@ def _detail(label: str, genes: list[GeneEvidence], recs: list[Recommendation]) -
         pop = ""
         if r.population:
             pop = f" Population: {md_text(r.population)}" + (" (assumed)." if r.population_note else ".")
+        advice = r.summary
+        if advice.lower().startswith(label.lower() + ": "):  # the result is said once, in the first paragraph
+            advice = capitalise(advice[len(label) + 2:])
         lines.append(f"- **{md_text(r.drug.name)}** ({md_text(r.action.value.replace('_', ' '))}, CPIC strength "
-                     f"{md_text(r.strength)}): {md_text(r.summary)}.{pop}")
+                     f"{md_text(r.strength)}): {md_text(advice)}.{pop}")
     lines.append("")
     lines += ["**Evidence**", "", "| Gene | Result | Phenotype | Activity score | Source |", "|---|---|---|---|---|"]
     for g in genes:

@@ -78,8 +78,8 @@ def _markdown_problems(card: dict) -> list[str]:
             out.append(f"several warnings run together: {text[:80]}")
     if "**" in re.sub(r"<[^>]+>", "", html):
         out.append("unbalanced bold")
-    if "<em>" in html and "<em>" not in MD.render(re.sub(r"\\\*", "", detail)):
-        out.append("escaped text rendered as emphasis")
+    if re.search(r"<em>[\d/]|\*\d+/\*?\d+</em>", html):  # *2/*2 or *1/*41 eaten as emphasis
+        out.append("a diplotype rendered as emphasis")
     if "<table>" not in html:
         out.append("evidence table not rendered as a table")
     ext = card["extension"]["pgx-cds"]
