@@ -66,12 +66,8 @@ async def load_patient_data(
     fetch: list[str] = []
     follow: dict[str, str] = {}
 
-    hook_templates = templates_for(hook)
-    wanted = (lambda k: k in hook_templates) if only is None else (lambda k: k in only and k in hook_templates)
-    # keys this hook does not advertise (e.g. `conditions` at patient-view) are still used when the EHR sends
-    # them, never fetched: patient-view can then tell a guideline's population from the record
-    extra = {k: t for k, t in templates_for("order-sign").items() if k in prefetch and k not in hook_templates}
-    for key, template in {**hook_templates, **extra}.items():
+    wanted = (lambda k: True) if only is None else (lambda k: k in only)
+    for key, template in templates_for(hook).items():
         if key not in prefetch:
             if wanted(key):
                 fetch.append(key)
