@@ -19,7 +19,7 @@ from service.config import Settings
 from service.fhir.models import DraftOrder, PatientData
 from service.pgx import safety as _safety
 from service.pgx import warfarin as _warfarin
-from service.pgx.drugs import medication_request_drugs, recognise
+from service.pgx.drugs import recognise
 from service.pgx.guidelines import DEFAULT_INDICATOR, INDETERMINATE, NO_RESULT, Guideline, Population
 from service.pgx.knowledge import CompiledRule, Knowledge
 from service.pgx.models import (
