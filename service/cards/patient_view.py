@@ -98,7 +98,8 @@ def patient_view_cards(recs: list[Recommendation], *, patient_id: str, app_url: 
         if app_url:
             links.insert(0, Link.model_construct(
                 label="Open PGx profile", url=app_url, type="smart",
-                appContext=json.dumps({"genes": [g.gene for g in genes]}, separators=(",", ":"))))
+                appContext=json.dumps({"drug": top.drug.name, "rule": top.rule_id, "genes": [g.gene for g in genes]},
+                                      separators=(",", ":"))))
         ext = evidence(top)
         ext["genes"] = [{k: v for k, v in e.items()} for e in ext["genes"] if e["phenotype"] != NO_RESULT] or ext["genes"]
         ext["drugs"] = [{"name": r.drug.name, "rxnorm": r.drug.rxnorm, "action": r.action.value, "strength": r.strength,
