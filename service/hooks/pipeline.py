@@ -293,7 +293,7 @@ def _data_needs(k: Knowledge, drug_names: set[str]) -> frozenset[str]:
                 m = pop.match
                 if m is None:
                     continue
-                if m.conditions:
+                if m.conditions or m.value_sets:
                     needs.add("conditions")
                 if m.medications or m.drug_in_use is not None:
                     needs.add("medications")
