@@ -193,3 +193,33 @@ def test_value_sets_are_part_of_the_knowledge_version(tmp_path) -> None:
     f = cards / "valuesets" / "nvi.yaml"
     f.write_text(f.read_text().replace('"G45"', '"G45", "G46"', 1))
     assert load_knowledge(cards).version != before
+
+
+# --------------------------------------------------------------------------------------------
+# populations without value sets: anticonvulsant use, age
+
+
+def _med(rxnorm: str, authored: str, status: str = "active") -> dict:
+    return {"resourceType": "MedicationRequest", "id": f"m-{rxnorm}", "status": status, "intent": "order",
+            "authoredOn": authored, "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": rxnorm}]}}
+
+
+B1502_POS = [_call("HLA-B", "HLA-B*15:02 positive", ["*15:02 positive"])]
+
+
+@pytest.mark.parametrize("meds,rule", [
+    ([], "cbz-naive-b1502-positive"),
+    ([_med("2002", "2026-05-01")], "cbz-naive-b1502-positive"),  # on it for a month: still "naive"
+    ([_med("2002", "2025-12-01")], "cbz-long-term-b1502-positive"),  # > 3 months
+    ([_med("2002", "2025-12-01", status="stopped")], "cbz-naive-b1502-positive"),
+    ([_med("32624", "2025-01-01")], "cbz-naive-b1502-positive"),  # long-term oxcarbazepine says nothing about carbamazepine
+])
+def test_carbamazepine_naive_vs_long_term_use(k, meds, rule) -> None:
+    assert _rec(k, "2002", B1502_POS, medications=meds).rule_id == f"carbamazepine-hla/{rule}"
+
+
+@pytest.mark.parametrize("birth,pop", [(date(2000, 1, 1), "adults"), (date(2015, 1, 1), "pediatrics"), (None, "adults")])
+def test_voriconazole_population_by_age(k, birth, pop) -> None:
+    rec = _rec(k, "121243", [_call("CYP2C19", "Ultrarapid Metabolizer")], birth=birth)
+    assert rec.rule_id.startswith(f"voriconazole-cyp2c19/{pop}-")
+    assert (rec.population_note is not None) is (birth is None)
