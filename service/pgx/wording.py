@@ -75,7 +75,8 @@ def results_label(labels: Iterable[GeneEvidence]) -> str:
         elif first.phenotype == INDETERMINATE:
             parts.append(f"{genes} results indeterminate")
         else:
-            parts.append(f"{genes} {phenotype_words(first.phenotype)}")
+            words = phenotype_words(first.phenotype)
+            parts.append(f"{genes} {words}s" if words.endswith("metabolizer") else f"{genes} {words}")
     return ", ".join(parts)
 
 
