@@ -57,7 +57,9 @@ def _rec(k, rxnorm: str, results: list[GeneResult], conditions=(), reasons=(), m
     (ICD10CM, "D45", False), (ICD10CM, "D03.9", False), (ICD10CM, "Z85.3", False), (ICD10CM, "B99", False),
     (ICD10, "C91.0", True), (ICD10, "C97", True), (ICD10, "D46.9", False),
     (SNOMED, "91857003", True), (SNOMED, "91856007", True), (SNOMED, "277571004", True), (SNOMED, "363346000", True),
-    (SNOMED, "93143009", True), (SNOMED, "254837009", False), (SNOMED, "34000006", False),
+    (SNOMED, "93143009", True), (SNOMED, "34000006", False),
+    (SNOMED, "254956000", False), (SNOMED, "254656002", False), (SNOMED, "92824003", False),  # benign / in situ
+    (SNOMED, "93770008", True), (SNOMED, "62497000", True),
     ("urn:oid:2.16.840.1.113883.6.96", "91857003", True), ("urn:oid:2.16.840.1.113883.6.90", "C91.00", True),
     ("http://example.org/local", "91857003", False),
 ])
