@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from service.pgx import safety as _safety
 from service.pgx.drugs import DrugIndex, build_index
-from service.pgx.populations import load_valuesets
 from service.pgx.guidelines import (
     ANY,
     INDETERMINATE,
     NO_RESULT,
+    SUMMARY_MAX,
     Guideline,
     GuidelineFileError,
     LoadedGuideline,
@@ -29,6 +30,9 @@ from service.pgx.guidelines import (
     compile_values,
     load_guideline,
 )
+from service.pgx.models import GeneEvidence
+from service.pgx.populations import load_valuesets
+from service.pgx.wording import result_label, results_label
 
 KNOWLEDGE_RELEASE = "2026.11"
 
@@ -273,6 +277,46 @@ def _cross_checks(dir_: Path, lg: LoadedGuideline, genes: dict[str, Any], genes_
                     out.append(Problem(f, lg.line("rules", i, "when", gene),
                                        f"rule {r.id}: {gene} value {v!r} cannot be produced by genes/{gene}.yaml"))
     out += _coverage(f, lg, spaces)
+    out += _summary_lengths(f, lg, spaces)
+    return out
+
+
+def _summary_lengths(f: str, lg: LoadedGuideline, spaces: dict[str, set[str] | None]) -> list[Problem]:
+    """A summary with `{result}` grows with the result it names: warn when the longest result a rule can
+    match would take it past the limit (the card would be cut)."""
+    from service.pgx.engine import _AS_BY_PHENOTYPE as as_map  # CPIC activity score ranges (no import cycle at run time)
+
+    g = lg.guideline
+    out: list[Problem] = []
+    for i, r in enumerate(g.rules):
+        if "{result}" not in r.summary:
+            continue
+        for d in g.drugs:
+            if r.drugs and d.name not in r.drugs:
+                continue
+            genes = g.drug_genes(d.name)
+            labels = []
+            for gene in genes:
+                vals = [v for v in r.when.get(gene, [ANY]) if v not in (ANY, NO_RESULT)]
+                if g.lookup[gene] == "activity_score" or ANY in r.when.get(gene, []) or not vals:
+                    vals = sorted(spaces.get(gene) or {INDETERMINATE}) if g.lookup[gene] != "activity_score" else vals
+                cands = []
+                for v in vals or [INDETERMINATE]:
+                    if g.lookup[gene] == "activity_score" and v != INDETERMINATE:
+                        for score in [x for x in re.split(r"[-<>=≥]+", v) if x]:
+                            pheno = next((p for p, scores in as_map.get(gene, {}).items() if score in scores),
+                                         "Intermediate Metabolizer")
+                            cands.append(GeneEvidence(gene=gene, phenotype=pheno, activityScore=score))
+                    else:
+                        cands.append(GeneEvidence(gene=gene, phenotype=v))
+                labels.append(max(cands, key=lambda e: len(result_label(e, with_score=len(genes) == 1))))
+            longest = results_label(labels)
+            filled = r.summary.replace("{result}", longest).replace("{drug}", d.name)
+            if len(filled) >= SUMMARY_MAX:
+                out.append(Problem(f, lg.line("rules", i, "summary"),
+                                   f"rule {r.id}: summary reaches {len(filled)} characters for {d.name} with "
+                                   f"'{longest}' (must be < {SUMMARY_MAX})", "warning"))
+                break
     return out
 
 

@@ -226,3 +226,20 @@ def test_every_rule_renders_a_readable_card(k, monkeypatch) -> None:
     assert not (all_rules - rules_seen), sorted(all_rules - rules_seen)
     report = "\n".join(f"{p}\n    e.g. {sorted(ex)[0]}" for p, ex in sorted(problems.items()))
     assert not problems, f"{len(problems)} problems:\n{report}"
+
+
+def test_knowledge_check_warns_when_result_makes_a_summary_too_long(tmp_path) -> None:
+    import shutil
+
+    from service.pgx.knowledge import check_knowledge
+
+    cards = tmp_path / "cards"
+    shutil.copytree(REPO_ROOT / "cards", cards)
+    f = cards / "guidelines" / "clopidogrel-cyp2c19.yaml"
+    long = "{result}: avoid standard-dose {drug}; prefer prasugrel or ticagrelor at their usual doses unless contraindicated!"
+    f.write_text(f.read_text().replace("{result}: avoid standard-dose {drug}; prefer prasugrel or ticagrelor", long, 1))
+    assert len(long) < 140  # the unfilled text passes the plain length check ...
+    found = [str(p) for p in check_knowledge(cards)]
+    # ... but "CYP2C19 likely intermediate metabolizer" takes it past the limit
+    assert any("summary reaches" in p and "likely intermediate metabolizer" in p for p in found), found
+    assert not [str(p) for p in check_knowledge(REPO_ROOT / "cards")]
