@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from service.cards.builder import EXTENSION_KEY, RULE_SYSTEM, _uuid, evidence, md_text
-from service.hooks.schemas import Card, Coding, Link, Source
+from service.cdshooks.models import Card, Coding, Link, Source
 from service.pgx.engine import severity_key
 from service.pgx.models import GeneEvidence, Recommendation
 from service.pgx.wording import NO_RESULT, capitalise, result_label, results_label
