@@ -83,7 +83,10 @@ def serve(
         workers=s.workers,
         log_level="warning",
         access_log=False,
-        proxy_headers=True,
+        # X-Forwarded-For/-Proto only from the proxies named in the settings (off by default: a client
+        # must not choose the scheme or address the service sees)
+        proxy_headers=bool(s.forwarded_allow_ips),
+        forwarded_allow_ips=list(s.forwarded_allow_ips) or None,
     )
 
 
@@ -209,7 +212,8 @@ def cache_clear(
                 server = validate_fhir_server(fhir_server, allowed=None, allow_http=True) if fhir_server else None
                 h = patient_hash(s.log_salt, server, patient)
                 n = 0
-                async for key in kv.client.scan_iter(match=kv.key("snap:*:" + h)):
+                # every caller's snapshot of this patient (keys are `<patient>.<caller>`: service/auth/tenancy.py)
+                async for key in kv.client.scan_iter(match=kv.key("snap:*:" + h + ".*")):
                     n += await kv.client.delete(key)
                 return n
             return await kv.delete_prefix("snap:")

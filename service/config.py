@@ -13,6 +13,7 @@ import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
@@ -63,7 +64,14 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
     public_base_url: str | None = Field(
-        None, description="external base URL (behind an ingress); used for JWT `aud` and app links"
+        None,
+        description="external base URL as the EHR calls it: the JWT `aud` is this plus the path called, and app "
+        "links. Required in the production profile unless every issuer lists its `audiences`",
+    )
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="addresses of reverse proxies whose X-Forwarded-For/-Proto headers uvicorn trusts; "
+        "empty = proxy headers ignored",
     )
     issuers: list[Issuer] = Field(default_factory=list)
     trust_sandbox: bool = Field(
@@ -118,6 +126,12 @@ class Settings(BaseSettings):
             raise ValueError("sandbox_fhir_servers (FHIR servers for the public sandbox key) need PGX_CDS_PROFILE=dev")
         if self.profile == "production" and self.fhir.allow_http:
             raise ValueError("fhir.allow_http (plain-http fhirServer) needs PGX_CDS_PROFILE=dev")
+        if self.profile == "production" and not self.dev_mode:
+            _check_production_issuers(self)
+        if self.public_base_url is not None:
+            parts = urlsplit(self.public_base_url)
+            if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+                raise ValueError("public_base_url must be an absolute http(s) URL without query or fragment")
         return self
 
     @property
@@ -160,6 +174,21 @@ class _FileSource(PydanticBaseSettingsSource):
         if not isinstance(data, dict):
             raise ValueError(f"config file {p} must hold a mapping")
         return data
+
+
+def _check_production_issuers(s: "Settings") -> None:
+    """Production: the expected JWT `aud` never comes from request headers (Host, X-Forwarded-*), and
+    issuers' keys are never fetched over plain http."""
+    if not s.public_base_url and any(not i.audiences for i in s.issuers):
+        raise ValueError(
+            "public_base_url is required in the production profile (the JWT audience is never taken from "
+            "the request's Host header): set PGX_CDS_PUBLIC_BASE_URL to the URL the EHR calls, or give every "
+            "issuer its `audiences`"
+        )
+    for i in s.issuers:
+        for url in [*([str(i.jwks_url)] if i.jwks_url else []), *i.jku_allowlist]:
+            if urlsplit(url).scheme != "https":
+                raise ValueError(f"issuer {i.iss}: JWKS URL {url} must use https in the production profile")
 
 
 @lru_cache(maxsize=1)

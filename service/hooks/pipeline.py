@@ -23,6 +23,7 @@ import structlog
 from pydantic import BaseModel
 
 from service.auth.jwt import Principal
+from service.auth.tenancy import PatientScope, RefusedServerLog, patient_scope
 from service.cache.store import KV, WriteBehind
 from service.cards.builder import CardTemplate, build_card_template, card_rank
 from service.cards.patient_view import patient_view_cards
@@ -38,7 +39,6 @@ from service.hooks.errors import HookError
 from service.hooks.order_plan import ORDER_HOOKS, DraftPlan, plan_draft_orders
 from service.cdshooks.models import CdsResponse, HookRequest
 from service.observability import metrics
-from service.observability.logging import patient_hash
 from service.pgx.drugs import recognise
 from service.pgx.engine import evaluate_order, summarize_profile
 from service.pgx.knowledge import Knowledge
@@ -88,6 +88,7 @@ class Deps:
     card_templates: _Memo = field(default_factory=lambda: _Memo(512))
     written: _Memo = field(default_factory=lambda: _Memo(8192))  # (key, value) -> when we last wrote it
     evaluations: _Memo = field(default_factory=lambda: _Memo(512))  # request content -> _Evaluation
+    refused_servers: RefusedServerLog = field(default_factory=RefusedServerLog)
     card_rules: WriteBehind = field(init=False)  # card uuid -> rule id records, batched off the request path
     knowledge_tag: str = field(init=False)  # names the knowledge version in cache keys
 
@@ -107,7 +108,7 @@ class Snapshot(BaseModel):
 class Outcome:
     body: bytes = b'{"cards":[]}'  # the response JSON, serialised once from the card templates
     indicators: tuple[str, ...] = ()  # of the cards in the body, in order
-    patient_key: str | None = None
+    patient_key: str | None = None  # the patient's salted hash, for logs
     source: str = "none"
     fhir_calls: int = 0
 
@@ -152,16 +153,18 @@ def _validated_fhir_server(url: str, allowed: tuple[str, ...] | None, allow_http
 
 async def _load_snapshot(
     req: HookRequest, deps: Deps, fhir_server: str | None, key: str, hook: str, needs: frozenset[str] | None,
-    prefetch_id: str | None = None,
+    prefetch_id: str | None = None, shareable: bool = True,
 ) -> tuple[Snapshot, str, int, str]:
     """Prefetch (always wins) > cache > FHIR fetch. Concurrent misses for one patient share one fetch.
 
     Returns the snapshot, where it came from, the FHIR calls made, and a content id (same id = same
-    snapshot content, used to memoise recommendations).
+    snapshot content, used to memoise recommendations). `key` is scoped to the caller and FHIR server
+    (service/auth/tenancy.py); a snapshot is cached only when `shareable` (the FHIR server was validated
+    for the caller).
     """
     s = deps.settings
     token = req.fhirAuthorization.access_token if req.fhirAuthorization else None
-    caching = s.cache.profile_ttl_s > 0
+    caching = s.cache.profile_ttl_s > 0 and shareable
     if not _has_usable_prefetch(req.prefetch, _OBS_KEY):
         near = deps.snapshots.get(("l1", key)) if caching else None
         if near is not None and not _covers(near[1], needs):
@@ -209,7 +212,7 @@ async def _load_snapshot(
             raise
         finally:
             deps.inflight.pop(flight, None)
-        if snap.patient.observations_available:
+        if snap.patient.observations_available and caching:
             await _store(deps, key, snap, content_id, raw)
         return snap, "fhir", calls, content_id
     # Prefetch: the same prefetch content always yields the same snapshot, so it is derived once. The key
@@ -217,7 +220,7 @@ async def _load_snapshot(
     if prefetch_id is None:
         prefetch_id = _prefetch_id(req.prefetch)
     memo_key = "p" + hashlib.sha1(
-        orjson.dumps([_template_set(hook), fhir_server, req.context.patientId, sorted(needs or ()), prefetch_id])
+        orjson.dumps([_template_set(hook), key, fhir_server, req.context.patientId, sorted(needs or ()), prefetch_id])
     ).hexdigest()
     snap = deps.snapshots.get(memo_key)
     calls = 0
@@ -225,7 +228,7 @@ async def _load_snapshot(
         snap, calls = await _fetch_snapshot(req, deps, fhir_server, token, hook, needs)
         if calls == 0 and snap.patient.observations_available:  # built from prefetch alone: reusable
             deps.snapshots.put(memo_key, snap)
-    if snap.patient.observations_available:
+    if snap.patient.observations_available and caching:
         await _store(deps, key, snap, memo_key)  # the newest prefetch replaces what is cached
     return snap, "prefetch", calls, memo_key
 
@@ -406,7 +409,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     hook = service.hook
     fhir_server, refused = _checked_fhir_server(req, deps, principal)
     if refused:
-        log.warning("fhir_server_refused", reason=refused)
+        deps.refused_servers.refused(principal, req.fhirServer, refused)
     if req.fhirAuthorization is not None and req.fhirServer is None:
         raise HookError(400, "fhirAuthorization requires fhirServer")
     ctx = req.context
@@ -426,9 +429,11 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     # (not the hookInstance or token): the same content again (a retry, the order-select that follows for
     # the same orders, the next hook call for the same patient) reuses what was derived from it. The
     # prefetch enters as its content id, serialised once per request (the snapshot memo reuses the id).
+    # Whose patient (caller + validated FHIR server) is part of every key that holds patient data.
+    scope = patient_scope(deps.settings.log_salt, principal, fhir_server, req.fhirServer, ctx.patientId)
     prefetch_id = _prefetch_id(req.prefetch)
     digest = hashlib.sha1(orjson.dumps(
-        [hook, fhir_server, req.fhirServer, refused, ctx.patientId, ctx.encounterId, ctx.userId,
+        [hook, scope.key, fhir_server, req.fhirServer, refused, ctx.patientId, ctx.encounterId, ctx.userId,
          ctx.selections, ctx.draftOrders, prefetch_id])).digest()
     memo_key = None
     evaluation = None
@@ -438,7 +443,8 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
         if evaluation is not None and evaluation.snapshot is not None:
             await _store(deps, *evaluation.snapshot)  # the newest prefetch replaces what is cached
     if evaluation is None:
-        evaluation = await _evaluate_request(service, req, deps, fhir_server, refused, digest, draft_plan, prefetch_id)
+        evaluation = await _evaluate_request(service, req, deps, fhir_server, refused, digest, scope, draft_plan,
+                                             prefetch_id)
         if memo_key is not None and evaluation.reusable:
             deps.evaluations.put(memo_key, evaluation)
 
@@ -447,7 +453,8 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     body = orjson.dumps({"cards": [data for _, data in cards]})
     for t, _ in cards:
         metrics.child(metrics.CARDS, t.indicator, t.rule_id).inc()
-    return Outcome(body=body, indicators=tuple(t.indicator for t, _ in cards), patient_key=evaluation.patient_key,
+    return Outcome(body=body, indicators=tuple(t.indicator for t, _ in cards),
+                   patient_key=scope.patient if evaluation.patient_key else None,
                    source=evaluation.source, fhir_calls=evaluation.fhir_calls)
 
 
@@ -485,7 +492,7 @@ async def _plan_orders(
 
 async def _evaluate_request(
     service: ServiceDef, req: HookRequest, deps: Deps, fhir_server: str | None, refused: str | None, digest: bytes,
-    draft_plan: DraftPlan | None = None, prefetch_id: str | None = None,
+    scope: PatientScope, draft_plan: DraftPlan | None = None, prefetch_id: str | None = None,
 ) -> _Evaluation:
     """request -> patient data -> genomic profile -> recommendations -> card templates."""
     s = deps.settings
@@ -496,17 +503,19 @@ async def _evaluate_request(
         drug_orders, needs, orders_key, pkey, fetched_orders = plan
     else:
         drug_orders, needs, orders_key, fetched_orders = await _plan_orders(hook, req, deps, fhir_server, draft_plan)
-        # the cache/log key names the EHR the patient id belongs to, even when we may not contact it
-        pkey = patient_hash(s.log_salt, fhir_server or req.fhirServer, patient_id)
+        pkey = scope.key  # the caller and the FHIR server the patient id belongs to
         if not fetched_orders:
             deps.evaluations.put(("plan", digest), (drug_orders, needs, orders_key, pkey, fetched_orders))
     if hook != "patient-view" and not drug_orders:
         return _Evaluation(templates=[], reusable=not fetched_orders)
 
     cache_key = f"snap:{deps.knowledge_tag}:{pkey}"
-    snap, source, calls, content_id = await _load_snapshot(req, deps, fhir_server, cache_key, hook, needs, prefetch_id)
+    snap, source, calls, content_id = await _load_snapshot(
+        req, deps, fhir_server, cache_key, hook, needs, prefetch_id, scope.shareable)
     if not snap.patient.observations_available:
         metrics.PREFETCH_412.labels(service=service.id).inc()
+        if refused:
+            deps.refused_servers.needed(refused)
         why = f"fhirServer was not contacted: {refused}" if refused else (
             "the patient's genomic Observations could not be read from fhirServer" if req.fhirServer
             else "no fhirServer was given")
@@ -534,7 +543,7 @@ async def _evaluate_request(
     from_request = source == "prefetch" and calls == 0 and not fetched_orders
     return _Evaluation(
         templates=templates, patient_key=pkey, source=source, fhir_calls=calls, reusable=from_request,
-        snapshot=(cache_key, snap, content_id) if from_request else None,
+        snapshot=(cache_key, snap, content_id) if from_request and scope.shareable else None,
     )
 
 

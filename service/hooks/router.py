@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from service.auth.jwt import AuthError, Principal
+from service.auth.jwt import MAX_TOKEN_BYTES, AuthError, Principal
 from service.hooks.discovery import SERVICES
 from service.hooks.errors import HookError, hook_error_response
 from service.hooks.pipeline import run_hook
@@ -22,17 +22,25 @@ log = structlog.get_logger("pgx_cds.hooks")
 router = APIRouter()
 
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+MAX_HOOK_INSTANCE_CHARS = 128  # a UUID is 36; the value goes on every log line of the request
+MAX_LOGGED_INDICATORS = 20
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
-def _called_url(request: Request) -> str:
-    base = request.app.state.settings.public_base_url
+def _called_url(request: Request) -> str | None:
+    """The `aud` a token must carry: `public_base_url` + the path called. Only in the dev profile is it
+    taken from the request (Host, trusted X-Forwarded-* headers), which the caller controls; in production
+    without `public_base_url` (allowed when every issuer lists its audiences) there is none."""
+    settings = request.app.state.settings
+    base = settings.public_base_url
     if base:
         return base.rstrip("/") + request.url.path
-    return str(request.url.replace(query=None, fragment=None))
+    if settings.profile == "dev":
+        return str(request.url.replace(query=None, fragment=None))
+    return None
 
 
 async def authenticate(request: Request) -> Principal | None:
@@ -41,6 +49,9 @@ async def authenticate(request: Request) -> Principal | None:
     if state.settings.dev_mode:
         return None
     header = request.headers.get("authorization", "")
+    if len(header) > MAX_TOKEN_BYTES + 16:  # refused unparsed
+        metrics.AUTH_FAILURES.labels(reason="too_large").inc()
+        raise HookError(401, "Unauthorized", code="login")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         metrics.AUTH_FAILURES.labels(reason="missing").inc()
@@ -88,18 +99,34 @@ async def get_discovery(request: Request) -> Response:
     return Response(request.app.state.discovery_json, media_type="application/json")
 
 
+def _bounded_join(items: tuple[str, ...], limit: int = MAX_LOGGED_INDICATORS) -> str | None:
+    if not items:
+        return None
+    shown = ",".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown},...(+{len(items) - limit})"
+
+
+def _unknown_service(service_id: str) -> HookError:
+    shown = service_id if len(service_id) <= 64 else service_id[:64] + "..."
+    return HookError(404, f"Unknown CDS service '{shown}'", code="not-found")
+
+
 async def call_service(request: Request) -> Response:
     service_id = request.path_params["service_id"]
+    principal = await authenticate(request)  # first: service ids cannot be probed without a token
     service = SERVICES.get(service_id)
     if service is None:
-        raise HookError(404, f"Unknown CDS service '{service_id}'", code="not-found")
-    principal = await authenticate(request)
+        raise _unknown_service(service_id)
     raw = await _json_body(request)
     if not isinstance(raw, dict):
         raise HookError(400, "Request body must be a JSON object", code="structure")
     for required in ("hook", "hookInstance", "context"):
         if required not in raw:
             raise HookError(400, f"Missing required field '{required}'", code="required")
+    hook_instance = raw.get("hookInstance")
+    if isinstance(hook_instance, str) and len(hook_instance) > MAX_HOOK_INSTANCE_CHARS:
+        raise HookError(400, f"Field 'hookInstance' must be at most {MAX_HOOK_INSTANCE_CHARS} characters "
+                        "(CDS Hooks: a UUID)", code="structure")
     if raw.get("hook") != service.hook:
         raise HookError(400, f"Field 'hook' is '{raw.get('hook')}' but service '{service_id}' serves '{service.hook}'")
     if raw.get("fhirAuthorization") is not None and not raw.get("fhirServer"):
@@ -115,7 +142,7 @@ async def call_service(request: Request) -> Response:
         event_kind="hook_evaluated",
         patient_hash=outcome.patient_key,
         cards=len(outcome.indicators),
-        indicators=",".join(outcome.indicators) or None,
+        indicators=_bounded_join(outcome.indicators),
         source=outcome.source,
         fhir_calls=outcome.fhir_calls,
     )
@@ -124,9 +151,9 @@ async def call_service(request: Request) -> Response:
 
 async def post_feedback(request: Request) -> Response:
     service_id = request.path_params["service_id"]
+    principal = await authenticate(request)  # first: service ids cannot be probed without a token
     if service_id not in SERVICES:
-        raise HookError(404, f"Unknown CDS service '{service_id}'", code="not-found")
-    principal = await authenticate(request)
+        raise _unknown_service(service_id)
     raw = await _json_body(request)
     try:
         fb = FeedbackRequest.model_validate(raw)

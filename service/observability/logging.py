@@ -2,7 +2,9 @@
 
 Rules (tested by scanning the e2e suite's log output): patient ids appear only as salted hashes
 (`patient_hash`); no tokens, JWTs, diplotypes or names. Call sites pass only safe fields; the
-`_scrub` processor is a second line of defence that drops keys that must never be logged.
+`_scrub` processor is a second line of defence that drops keys that must never be logged. Lines stay
+bounded whatever a request carries: `_cap` shortens every string field to `MAX_FIELD_CHARS` (a
+traceback to `MAX_EXCEPTION_CHARS`) and every list or mapping to `MAX_FIELD_ITEMS` entries.
 """
 
 from __future__ import annotations
@@ -22,6 +24,43 @@ def _scrub(_logger, _method, event_dict):
     for key in list(event_dict):
         if key.lower() in _FORBIDDEN_KEYS:
             event_dict[key] = "[redacted]"
+    return event_dict
+
+
+MAX_FIELD_CHARS = 256
+MAX_EXCEPTION_CHARS = 4096
+MAX_FIELD_ITEMS = 20
+_SCALARS = (int, float, bool, type(None))
+
+
+def _bounded(value, limit: int = MAX_FIELD_CHARS, depth: int = 0):
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}...(+{len(value) - limit} chars)"
+    if isinstance(value, _SCALARS):
+        return value
+    if depth >= 3:
+        return "[nested]"
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {str(k)[:64]: _bounded(v, limit, depth + 1) for k, v in items[:MAX_FIELD_ITEMS]}
+        if len(items) > MAX_FIELD_ITEMS:
+            out["..."] = f"+{len(items) - MAX_FIELD_ITEMS} more"
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+        out = [_bounded(v, limit, depth + 1) for v in items[:MAX_FIELD_ITEMS]]
+        if len(items) > MAX_FIELD_ITEMS:
+            out.append(f"...(+{len(items) - MAX_FIELD_ITEMS} more)")
+        return out
+    return _bounded(str(value), limit, depth)
+
+
+def _cap(_logger, _method, event_dict):
+    """Every field bounded (attacker-sized input must not make attacker-sized log lines)."""
+    for key, value in event_dict.items():
+        if isinstance(value, _SCALARS) or (isinstance(value, str) and len(value) <= MAX_FIELD_CHARS):
+            continue  # the common case, no copy
+        event_dict[key] = _bounded(value, MAX_EXCEPTION_CHARS if key == "exception" else MAX_FIELD_CHARS)
     return event_dict
 
 
@@ -92,6 +131,7 @@ def configure_logging(level: str = "info", stream=None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _scrub,
             structlog.processors.format_exc_info,
+            _cap,
             structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),

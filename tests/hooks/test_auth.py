@@ -144,7 +144,7 @@ def test_configured_audience_accepted(tmp_path):
 
 def test_spec_example_token_verifies_with_frozen_clock():
     v = VECTORS["spec_example"]
-    settings = Settings(issuers=[Issuer(iss=v["iss"], jwks=v["jwks"], jku_allowlist=[v["jku"]])])
+    settings = Settings(issuers=[Issuer(iss=v["iss"], jwks=v["jwks"], jku_allowlist=[v["jku"]])], public_base_url=BASE)
     verifier = JwtVerifier(settings, InProcessKV(), None)
     with freeze_time("2011-07-21T20:43:00Z"):  # 10 s after the example's iat
         principal = asyncio.run(verifier.verify(v["token"], v["aud"]))

@@ -39,7 +39,8 @@ def make_app(*, production: bool = False, smart: SmartSettings | None = None) ->
     from service.smart.router import router
 
     if production:
-        settings = Settings(profile="production", issuers=[Issuer(iss="https://ehr.test", fhir_servers=[ISS])])
+        settings = Settings(profile="production", issuers=[Issuer(iss="https://ehr.test", fhir_servers=[ISS])],
+                            public_base_url="https://testserver")
     else:
         settings = Settings(profile="dev", fhir=FhirSettings(allow_http=True))
     app = FastAPI()
