@@ -49,7 +49,10 @@ def service_factory():
     started: list[ServiceProcess] = []
 
     def _start(env: dict[str, str] | None = None, name: str = "service") -> ServiceProcess:
-        svc = ServiceProcess(env=env or {}).start(name)
+        """`{url}` in an env value becomes the service's own URL (e.g. PGX_CDS_PUBLIC_BASE_URL)."""
+        svc = ServiceProcess(env=env or {})
+        svc.env = {k: v.replace("{url}", svc.url) for k, v in svc.env.items()}
+        svc.start(name)
         started.append(svc)
         return svc
 

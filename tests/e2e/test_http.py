@@ -35,7 +35,7 @@ def sign(aud: str) -> str:
 @pytest.fixture
 def live(service_factory, redis_url, tmp_path):
     issuers = [{"iss": ISS, "jwks": {"keys": [JWK]}, "fhir_servers": ["https://ehr.e2e.example/fhir"]}]
-    env = {"PGX_CDS_ISSUERS": json.dumps(issuers), "PGX_CDS_REDIS_URL": redis_url,
+    env = {"PGX_CDS_ISSUERS": json.dumps(issuers), "PGX_CDS_REDIS_URL": redis_url, "PGX_CDS_PUBLIC_BASE_URL": "{url}",
            "PGX_CDS_FEEDBACK_FILE": str(tmp_path / "fb.ndjson"), "PGX_CDS_LOG_LEVEL": "info"}
     return service_factory(env, name="e2e")
 
