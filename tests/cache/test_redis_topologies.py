@@ -59,7 +59,8 @@ async def _store_roundtrip(url: str) -> None:
 
 def _service_and_export(url: str, direct: redis.Redis, tmp_path) -> None:
     with make_client(redis_url=url, feedback_file=tmp_path / "unused.ndjson") as c:
-        r = c.post("/cds-services/pgx-order-select", json=rq.order_select())
+        # (a snapshot is cached only for a fhirServer validated for the caller: service/auth/tenancy.py)
+        r = c.post("/cds-services/pgx-order-select", json=rq.order_select(fhirServer="https://fhir.topo.example/r4"))
         assert r.status_code == 200 and r.json()["cards"]
         fb = {"feedback": [{"card": r.json()["cards"][0]["uuid"], "outcome": "overridden",
                             "outcomeTimestamp": "2026-11-22T10:00:00Z"}]}
