@@ -81,6 +81,7 @@ def test_refused_fhir_server_logged_once_at_info_and_warned_only_when_data_was_n
         lines = _lines(capsys.readouterr().out)
         refused = [x for x in lines if x.get("event", "").startswith("fhir_server_refused")]
         assert [(x["event"], x["level"]) for x in refused] == [("fhir_server_refused", "info")]
+        assert refused[0]["fhir_host"] == "launch.smarthealthit.org"  # which server, for the operator
         assert not [x for x in lines if x["level"] in ("warning", "error")]
         # now data is needed from it: a warning
         assert c.post(SELECT, json=rq.order_select(fhirServer=sandbox_fhir, prefetch=False)).status_code == 412

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -52,6 +53,13 @@ def patient_scope(
     return PatientScope(patient=patient, key=f"{patient}.{caller}", shareable=validated_server is not None)
 
 
+def _host(url: str | None) -> str | None:
+    try:
+        return urlsplit(url).hostname if isinstance(url, str) else None
+    except ValueError:
+        return None
+
+
 class RefusedServerLog:
     """Log noise control for a `fhirServer` we may not contact (e.g. every CDS Hooks sandbox call names a
     public FHIR server no issuer is configured for): logged once per caller and server at info (bounded
@@ -69,7 +77,8 @@ class RefusedServerLog:
         self._seen[key] = None
         if len(self._seen) > self._size:
             self._seen.popitem(last=False)
-        log.info("fhir_server_refused", reason=reason)
+        log.info("fhir_server_refused", reason=reason, fhir_host=_host(server),
+                 iss=principal.iss if principal is not None else None)
 
     @staticmethod
     def needed(reason: str) -> None:
