@@ -104,7 +104,7 @@ def test_private_network_preflight_is_answered_in_dev_mode(tmp_path, path):
 
 
 def test_private_network_preflight_follows_the_setting(tmp_path):
-    issuer = {"iss": "https://ehr.example", "jwks": {"keys": []}}
+    issuer = {"iss": "https://ehr.example", "jwks": {"keys": []}, "audiences": ["https://pgx-cds.example/cds"]}
     with make_client(cors_origins=["https://sandbox.cds-hooks.org"], issuers=[issuer],
                      feedback_file=tmp_path / "f") as c:  # production profile: off by default
         r = c.options(PATHS[1], headers=PNA)
