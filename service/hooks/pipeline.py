@@ -133,6 +133,8 @@ def _checked_fhir_server(req: HookRequest, deps: Deps, principal: Principal | No
     only when data would have to be fetched does the 412 say why it could not be."""
     if req.fhirServer is None:
         return None, None
+    if len(req.fhirServer) > _MAX_FHIR_SERVER_CHARS:  # never kept in the validation memo below
+        return None, f"fhirServer is longer than {_MAX_FHIR_SERVER_CHARS} characters"
     s = deps.settings
     allowed = None
     if principal is not None and not s.dev_mode:
@@ -140,6 +142,9 @@ def _checked_fhir_server(req: HookRequest, deps: Deps, principal: Principal | No
         if not allowed:
             return None, "no FHIR servers are configured for this issuer"
     return _validated_fhir_server(req.fhirServer, tuple(allowed) if allowed is not None else None, s.fhir.allow_http)
+
+
+_MAX_FHIR_SERVER_CHARS = 2048
 
 
 @functools.lru_cache(maxsize=256)

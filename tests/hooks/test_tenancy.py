@@ -144,3 +144,13 @@ def test_order_sign_is_still_deduplicated_for_the_same_caller(two_issuers):
     assert _critical(c.post(SELECT, json=rq.order_select(fhirServer=SHARED), headers=_auth(ISS_A, SELECT)))
     r = c.post(SIGN, json=rq.order_sign(fhirServer=SHARED), headers=_auth(ISS_A, SIGN))
     assert r.status_code == 200 and r.json()["cards"] == []
+
+
+def test_an_oversized_fhir_server_is_refused_and_never_contacted(client):
+    huge = "https://fhir.example/" + "a" * 5000  # also never kept in the validation memo (256 x 1 MB otherwise)
+    with respx.mock(assert_all_called=False) as m:
+        route = m.route(url__startswith="https://fhir.example/").mock(return_value=httpx.Response(500))
+        r = client.post(SELECT, json=rq.order_select(prefetch=False, fhirServer=huge, fhirAuthorization=FHIR_AUTH))
+        assert r.status_code == 412 and "longer than 2048" in r.json()["issue"][0]["diagnostics"]
+        assert not route.called
+        assert _critical(client.post(SELECT, json=rq.order_select(fhirServer=huge)))  # prefetch still answers
