@@ -56,6 +56,14 @@ class CacheSettings(BaseModel):
     dedupe_ttl_s: int = Field(3600, ge=0)
 
 
+class PhenoconversionSettings(BaseModel):
+    """Phenoconversion from co-medication (cards/phenoconversion.yaml); switch off whole, per gene or per drug."""
+
+    enabled: bool = True
+    disabled_genes: list[str] = Field(default_factory=list)
+    disabled_drugs: list[str] = Field(default_factory=list)  # perpetrator names, lower case
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PGX_CDS_", env_nested_delimiter="__", extra="forbid")
 
@@ -99,6 +107,7 @@ class Settings(BaseSettings):
         default_factory=dict, description="drug name -> pre-test card mode (overrides the guideline file)"
     )
     dedupe_order_sign: bool = True
+    phenoconversion: PhenoconversionSettings = Field(default_factory=PhenoconversionSettings)
     feedback_file: Path = Field(
         Path(tempfile.gettempdir()) / "pgx-cds" / "feedback.ndjson",
         description="where feedback is appended when Redis is not configured (or unreachable)",

@@ -218,6 +218,7 @@ def evidence(rec: Recommendation) -> dict:
                 "activityScore": g.activityScore,
                 "alleleStatus": g.alleleStatus,
                 "observation": g.observation,
+                **({"phenoconversion": g.phenoconversion} if g.phenoconversion else {}),
             }
             for g in rec.genes
         ],

@@ -10,7 +10,7 @@ genes it emits a pre-test recommendation instead (configurable per drug).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from service.config import Settings
 from service.fhir.models import DraftOrder, PatientData
 from service.pgx import safety as _safety
+from service.pgx import phenoconversion as _phenoconv
 from service.pgx import warfarin as _warfarin
 from service.pgx.drugs import recognise
 from service.pgx.guidelines import DEFAULT_INDICATOR, INDETERMINATE, NO_RESULT, Guideline, Population
@@ -84,15 +85,26 @@ def evaluate_order(
     *,
     settings: Settings,
     today: date | None = None,
+    co_orders: Sequence[DraftOrder] = (),
 ) -> list[Recommendation]:
-    """Recommendations for one draft order (one per recognised drug and guideline; none if not CPIC)."""
+    """Recommendations for one draft order (one per recognised drug and guideline; none if not CPIC).
+
+    `co_orders`: the other draft orders of the hook call (their perpetrators phenoconvert, as do the
+    patient's active medications; see service/pgx/phenoconversion.py)."""
     today = today or datetime.now(timezone.utc).date()
     out: list[Recommendation] = []
-    for drug in recognise(k, order):
+    drugs = recognise(k, order)
+    pc = _phenoconv.convert(k, profile, _phenoconv.find_exposures(
+        k, patient, order, co_orders, settings, today, exclude=[d.name for d in drugs]))
+    for drug in drugs:
         for g in k.guidelines_for_drug(drug.name):
             rec = _evaluate(k, g, drug, profile, patient, order, settings, today)
+            rec = _phenoconv.adjust(k, pc, g, drug, rec, lambda p, g=g, drug=drug: _evaluate(
+                k, g, drug, p, patient, order, settings, today))
             if rec is not None:
                 out.append(rec)
+    out += _phenoconv.reverse(k, profile, patient, order, co_orders, settings, today, lambda g, drug, p: _evaluate(
+        k, g, drug, p, patient, None, settings, today, pretest=False))
     return out
 
 
@@ -108,14 +120,17 @@ def summarize_profile(
     today = today or datetime.now(timezone.utc).date()
     seen: set[tuple[str, str]] = set()
     out: list[Recommendation] = []
+    pc = _phenoconv.convert(k, profile, _phenoconv.find_exposures(k, patient, None, (), settings, today))
     for gene in profile.genes:
         for g in k.by_gene.get(gene, []):
             for d in g.drugs:
                 if (g.id, d.name) in seen:
                     continue
                 seen.add((g.id, d.name))
-                rec = _evaluate(k, g, DrugRef(name=d.name, rxnorm=d.rxnorm), profile, patient, None, settings, today,
-                                pretest=False)
+                ref = DrugRef(name=d.name, rxnorm=d.rxnorm)
+                rec = _evaluate(k, g, ref, profile, patient, None, settings, today, pretest=False)
+                rec = _phenoconv.adjust(k, pc, g, ref, rec, lambda p, g=g, ref=ref: _evaluate(
+                    k, g, ref, p, patient, None, settings, today, pretest=False))
                 if rec is not None and rec.action not in _NOT_ACTIONABLE:
                     out.append(rec)
     out.sort(key=severity_key)

@@ -85,6 +85,7 @@ class Knowledge:
     # (guideline id, population id or None, drug name) -> rules in file order
     safety: _safety.SafetyData = field(default_factory=_safety.SafetyData)  # cards/safety/*.yaml
     valuesets: dict[str, Any] = field(default_factory=dict)  # id -> populations.CompiledValueSet
+    phenoconversion: Any = None  # service.pgx.phenoconversion.PhenoKnowledge (cards/phenoconversion.yaml), if present
 
     def rules_for(self, guideline_id: str, population: str | None, drug: str) -> list[CompiledRule]:
         return self.rules.get((guideline_id, population, drug), [])
@@ -166,8 +167,9 @@ def _guideline_files(dir_: Path) -> list[Path]:
 
 def _version(dir_: Path, files: list[Path]) -> str:
     h = hashlib.sha256()
+    extra = [dir_ / "phenoconversion.yaml"] if (dir_ / "phenoconversion.yaml").is_file() else []
     for p in sorted([*files, *sorted((dir_ / "genes").glob("*.yaml")), *_safety.safety_files(dir_),
-                     *sorted((dir_ / "valuesets").glob("*.yaml"))]):
+                     *sorted((dir_ / "valuesets").glob("*.yaml")), *extra]):
         h.update(p.relative_to(dir_).as_posix().encode())
         h.update(b"\0")
         h.update(p.read_bytes())
@@ -211,10 +213,13 @@ def _build(dir_: Path) -> tuple[Knowledge | None, list[Problem]]:
     safety, sp = _safety.load_safety(dir_)
     problems += [Problem(_rel(dir_, path), ln, msg) for path, ln, msg in sp]
     problems += _safety_checks(dir_, loaded, safety)
+    pheno, pp = _load_phenoconversion(dir_, genes, bool(gp))
+    problems += pp
     k = None
     if not any(p.severity == "error" for p in problems):
         k = _index(dir_, loaded, genes, files, safety)
         k.valuesets = valuesets
+        k.phenoconversion = pheno
     return k, problems
 
 
@@ -237,6 +242,21 @@ def _safety_checks(dir_: Path, loaded: list[LoadedGuideline], safety: _safety.Sa
             out.append(Problem(f"cards/{_safety.SAFETY_DIR}/{_safety.PRODUCTS_FILE}", None,
                                f"product {code} ({p.name}) contains no drug a guideline covers", "warning"))
     return out
+
+
+def _load_phenoconversion(dir_: Path, genes: dict[str, Any], genes_broken: bool) -> tuple[Any, list[Problem]]:
+    """cards/phenoconversion.yaml (optional): loaded and cross-checked against the gene files."""
+    from service.pgx import phenoconversion as pc
+
+    path = dir_ / pc.FILE_NAME
+    if not path.is_file():
+        return None, []
+    f = _rel(dir_, path)
+    pk, problems = pc.load(path)
+    out = [Problem(f, ln, msg) for ln, msg in problems]
+    if pk is not None and not genes_broken:
+        out += [Problem(f, None, msg, sev) for sev, msg in pc.check(pk, genes)]
+    return pk, out
 
 
 def _rel(dir_: Path, path: Path) -> str:

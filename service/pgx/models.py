@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -138,6 +139,7 @@ class GeneEvidence(BaseModel):
     observation: str | None = None
     effective: str | None = None
     derivation: str | None = None
+    phenoconversion: dict[str, Any] | None = None  # README: genes[].phenoconversion (set only with a perpetrator)
 
 
 class Recommendation(BaseModel):
