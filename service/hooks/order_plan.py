@@ -15,6 +15,7 @@ from typing import Any
 from service.fhir.models import DraftOrder
 from service.fhir.orders import extract_orders
 from service.pgx.drugs import recognise
+from service.pgx.phenoconversion import perpetrators_in_order
 from service.pgx.knowledge import Knowledge
 
 ORDER_HOOKS = ("order-select", "order-sign")
@@ -31,7 +32,7 @@ class DraftPlan:
 
     @property
     def no_cards(self) -> bool:
-        """No ordered drug has a guideline, so neither a recommendation nor a pre-test card applies."""
+        """No ordered drug has a guideline or phenoconverts one, so no card applies."""
         return not self.needs_fetch and not self.drug_orders
 
 
@@ -47,5 +48,8 @@ def plan_draft_orders(knowledge: Knowledge, draft_orders: dict[str, Any] | None,
     orders = extract_orders(draft_orders, selections)
     if needs_fetch(orders):
         return DraftPlan(orders, [], True)
-    drug_orders = [(o, d) for o, d in ((o, recognise(knowledge, o)) for o in orders) if d]
+    # a drug with a guideline, or a phenoconverting co-medication (reverse direction: it can change the
+    # advice for a drug the patient already takes)
+    drug_orders = [(o, d) for o, d in ((o, recognise(knowledge, o) or perpetrators_in_order(knowledge, o))
+                                       for o in orders) if d]
     return DraftPlan(orders, drug_orders, False)

@@ -44,6 +44,7 @@ from service.pgx.engine import evaluate_order, summarize_profile
 from service.pgx.knowledge import Knowledge
 from service.pgx.safety import data_needs as safety_data_needs
 from service.pgx.models import GenomicProfile, Recommendation
+from service.pgx.phenoconversion import co_order_key, data_needs, perpetrators_in_order
 from service.pgx.phenotype import annotate_profile
 
 log = structlog.get_logger("pgx_cds.hooks")
@@ -307,6 +308,7 @@ def _data_needs(k: Knowledge, drug_names: set[str]) -> frozenset[str]:
                     needs.add("medications")
         # one-click safety: contraindications of alternatives, dose applicability (service/pgx/safety.py)
         needs |= safety_data_needs(k.safety, k.guidelines_for_drug(name))
+    needs |= data_needs(k, drug_names)  # co-medication can phenoconvert these drugs' genes
     return frozenset(needs)
 
 
@@ -358,7 +360,7 @@ async def _dedupe_and_remember(
 
 
 def _evaluate(
-    deps: Deps, snap: Snapshot, content_id: str, order: DraftOrder, today: date
+    deps: Deps, snap: Snapshot, content_id: str, order: DraftOrder, today: date, co_orders: list[DraftOrder] | None = None
 ) -> tuple[list[Recommendation], tuple]:
     """evaluate_order, memoised on (snapshot content, what the engine reads of the order, today)."""
     memo_key = (
@@ -369,12 +371,14 @@ def _evaluate(
         tuple((c.system, c.code) for c in order.reason_codes),
         order.dose_quantity,
         today,
+        co_order_key(deps.knowledge, co_orders or (), order),
     )
     cached = deps.recommendations.get(memo_key)
     if cached is not None:
         return cached, memo_key
     out = []
-    for rec in evaluate_order(deps.knowledge, snap.profile, order, snap.patient, settings=deps.settings):
+    for rec in evaluate_order(deps.knowledge, snap.profile, order, snap.patient, settings=deps.settings,
+                              co_orders=co_orders or ()):
         if rec.order_ref is None:
             rec.order_ref = order.reference
         if rec.interruptive:
@@ -486,7 +490,8 @@ async def _plan_orders(
             orders, prefetch=req.prefetch, draft_orders=req.context.draftOrders, fhir_server=fhir_server,
             access_token=token, client=deps.fhir, settings=s,
         )
-        drug_orders = [(o, d) for o, d in ((o, recognise(deps.knowledge, o)) for o in orders) if d]
+        drug_orders = [(o, d) for o, d in ((o, recognise(deps.knowledge, o) or perpetrators_in_order(deps.knowledge, o))
+                                           for o in orders) if d]
     else:
         drug_orders = draft_plan.drug_orders
     needs = _data_needs(deps.knowledge, {d.name for _, ds in drug_orders for d in ds})
@@ -518,6 +523,8 @@ async def _evaluate_request(
     snap, source, calls, content_id = await _load_snapshot(
         req, deps, fhir_server, cache_key, hook, needs, prefetch_id, scope.shareable)
     if not snap.patient.observations_available:
+        if hook != "patient-view" and all(d.name not in deps.knowledge.by_drug for _, ds in drug_orders for d in ds):
+            return _Evaluation(templates=[])  # only phenoconverting co-medication ordered: nothing to say without results
         metrics.PREFETCH_412.labels(service=service.id).inc()
         if refused:
             deps.refused_servers.needed(refused)
@@ -539,8 +546,9 @@ async def _evaluate_request(
             templates = [CardTemplate(c) for c in patient_view_cards(recs, patient_id=patient_id, app_url=app_url)]
         else:
             templates = []
+            co_orders = extract_orders(req.context.draftOrders, None)  # every draft: perpetrators for the others
             for order, _drugs in drug_orders:
-                order_recs, recs_key = _evaluate(deps, snap, content_id, order, today)
+                order_recs, recs_key = _evaluate(deps, snap, content_id, order, today, co_orders)
                 templates.extend(_order_cards(deps, order_recs, recs_key, order, patient_id, app_url))
             templates.sort(key=card_rank)  # most severe first across all orders (stable within a rank)
         if cards_key:
