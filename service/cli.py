@@ -128,31 +128,75 @@ def evaluate(request_file: Path = typer.Argument(..., help="a CDS Hooks request 
 
 
 @app.command()
-def phenotype(args: list[str] = typer.Argument(None, help="GENE DIPLOTYPE [GENE DIPLOTYPE ...]; none: read GENE<TAB>DIPLOTYPE lines on stdin")) -> None:
-    """Diplotype -> CPIC phenotype, one JSON object per input line."""
+def phenotype(
+    args: list[str] = typer.Argument(None, help="GENE DIPLOTYPE [GENE DIPLOTYPE ...]; none: read GENE<TAB>DIPLOTYPE[<TAB>MEDICINES] lines on stdin"),
+    with_: list[str] = typer.Option(None, "--with", help="co-medication (name or RxNorm code; repeat or comma-separate): "
+                                                         "also print the effective (phenoconverted) phenotype"),
+) -> None:
+    """Diplotype -> CPIC phenotype, one JSON object per input line; with co-medications also the effective one."""
     from service.pgx.genes import load_genes
     from service.pgx.phenotype import phenotype_json
 
     genes = load_genes(_knowledge_dir() / "genes")
-    pairs: list[tuple[str, str]] = []
+    given = _split_meds(with_ or [])
+    rows: list[tuple[str, str, list[str]]] = []
     if args:
         if len(args) % 2:
             typer.echo("Give GENE DIPLOTYPE pairs", err=True)
             raise typer.Exit(2)
-        pairs = [(args[i], args[i + 1]) for i in range(0, len(args), 2)]
+        rows = [(args[i], args[i + 1], given) for i in range(0, len(args), 2)]
     else:
         for line in sys.stdin:
             if not line.strip():
                 continue
-            gene, _, dip = line.rstrip("\n").partition("\t")
-            pairs.append((gene.strip(), dip.strip()))
+            gene, _, rest = line.rstrip("\n").partition("\t")
+            dip, _, meds = rest.partition("\t")
+            rows.append((gene.strip(), dip.strip(), given + _split_meds([meds])))
+    lite = _phenoconversion_context(genes) if any(meds for _, _, meds in rows) else None
     out = sys.stdout
-    for gene, dip in pairs:
+    for gene, dip, meds in rows:
         try:
             result = phenotype_json(genes, gene, dip)
+            if meds and lite is not None and "error" not in result:
+                result.update(_with_medicines(lite, result, meds))
         except Exception as exc:  # noqa: BLE001 - one bad line never stops the batch
             result = {"gene": gene, "diplotype": dip, "error": str(exc)}
         out.write(json.dumps(result, ensure_ascii=False) + "\n")
+
+
+def _split_meds(values: list[str]) -> list[str]:
+    return [m.strip() for v in values for m in (v or "").split(",") if m.strip()]
+
+
+def _phenoconversion_context(genes):
+    """What `phenotype --with` needs: the gene files, cards/phenoconversion.yaml and the settings."""
+    from dataclasses import dataclass
+    from typing import Any
+
+    from service.pgx import phenoconversion as pcv
+
+    path = _knowledge_dir() / pcv.FILE_NAME
+    pk, problems = pcv.load(path) if path.is_file() else (None, [])
+    if problems:
+        typer.echo(f"{path}: " + "; ".join(f"line {ln}: {msg}" for ln, msg in problems), err=True)
+        raise typer.Exit(1)
+
+    @dataclass
+    class _Lite:
+        genes: dict[str, Any]
+        phenoconversion: Any
+        settings: Any
+
+    return _Lite(genes, pk, _settings())
+
+
+def _with_medicines(lite, result: dict, meds: list[str]) -> dict:
+    from service.pgx.models import PhenotypeCall
+    from service.pgx.phenoconversion import describe_with
+
+    call = PhenotypeCall(gene=result["gene"], diplotype=result.get("diplotype"), phenotype=result["phenotype"],
+                         activity_score=result.get("activityScore"), method=result.get("method", ""))
+    return {"withMedicines": meds, **describe_with(lite, result["gene"], call, meds, lite.settings)}
 
 
 @knowledge_app.command("check")

@@ -74,6 +74,26 @@ def test_phenotype_args():
     assert [a["activityValue"] for a in row["alleles"]] == ["0.5", "0.0"]
 
 
+def test_phenotype_with_co_medication_prints_both_values():
+    r = cli("phenotype", "--with", "paroxetine", "CYP2D6", "*1/*1")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert (row["phenotype"], row["activityScore"]) == ("Normal Metabolizer", "2.0")
+    assert (row["effectivePhenotype"], row["effectiveActivityScore"]) == ("Poor Metabolizer", "0.0")
+    assert row["phenoconversion"]["perpetrators"][0]["strength"] == "strong_inhibitor"
+
+
+def test_phenotype_tsv_third_column_and_switch_off():
+    lines = "CYP2C19\t*1/*1\tfluconazole\nCYP2C9\t*1/*1\tamiodarone, nosuchdrug\nCYP2D6\t*1/*1\n"
+    out = [json.loads(x) for x in cli("phenotype", input=lines).stdout.splitlines()]
+    assert out[0]["effectivePhenotype"] == "Poor Metabolizer"
+    assert out[1]["effectiveActivityScore"] == "1.0" and out[1]["unknownMedicines"] == ["nosuchdrug"]
+    assert "effectivePhenotype" not in out[2]
+    off = cli("phenotype", "--with", "4450", "CYP2C19", "*1/*1", env={"PGX_CDS_PHENOCONVERSION__ENABLED": "false"})
+    row = json.loads(off.stdout)
+    assert row["effectivePhenotype"] == "Normal Metabolizer" and "switched off" in row["note"]
+
+
 def test_knowledge_check_passes_and_list_names_drugs():
     r = cli("knowledge", "check")
     assert r.returncode == 0, r.stdout + r.stderr

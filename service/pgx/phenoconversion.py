@@ -772,7 +772,8 @@ def describe_with(k: "Knowledge", gene: str, call: PhenotypeCall, medicines: lis
     pk = _enabled(k, settings)
     out: dict[str, Any] = {}
     if pk is None:
-        return {"phenoconversion": None, "note": "phenoconversion is switched off"}
+        return {"effectivePhenotype": call.phenotype, "effectiveActivityScore": call.activity_score,
+                "note": "phenoconversion is switched off"}
     exps: list[Exposure] = []
     unknown = []
     for name in medicines:
