@@ -762,6 +762,13 @@ def _reverse_rec(pk: PhenoKnowledge, pc: Phenoconversion, genes: list[str], drug
     })
 
 
+def conversions(k: "Knowledge", profile: GenomicProfile, patient: PatientData, settings: "Settings",
+                today: date) -> dict[str, GeneConversion]:
+    """Per gene, the conversion by the patient's current medicines (for the SMART profile page)."""
+    pc = convert(k, profile, find_exposures(k, patient, None, (), settings, today))
+    return dict(pc.genes) if pc is not None else {}
+
+
 # --------------------------------------------------------------------------------------------
 # CLI helper
 

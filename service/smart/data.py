@@ -7,7 +7,7 @@ re-implements a clinical step, so the app and the cards cannot disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -34,6 +34,7 @@ class LoadedProfile:
     profile: GenomicProfile
     recommendations: list[Recommendation]
     patient_resource: dict[str, Any] | None
+    conversions: dict[str, Any] = field(default_factory=dict)  # gene -> phenoconversion.GeneConversion
 
 
 def _is_unauthorized(exc: BaseException) -> bool:
@@ -95,7 +96,12 @@ async def load_profile(state: Any, *, iss: str, patient_id: str, token: str, bud
     profile = build_profile(patient)
     profile = annotate_profile(knowledge.genes, profile, patient.sex)
     recs = summarize_profile(knowledge, profile, patient, settings=settings)
-    return LoadedProfile(patient, profile, list(recs), resource)
+    from datetime import datetime, timezone
+
+    from service.pgx.phenoconversion import conversions
+
+    conv = conversions(knowledge, profile, patient, settings, datetime.now(timezone.utc).date())
+    return LoadedProfile(patient, profile, list(recs), resource, conv)
 
 
 def med_matcher(knowledge: Any):

@@ -564,6 +564,7 @@ async def _load_for_page(
         focus_rule=_clean_focus(rule) if drug else sess.focus_rule,
         patient_resource=loaded.patient_resource,
         show_banner=sess.need_patient_banner,
+        conversions=getattr(loaded, "conversions", None),
     )
     if sess.need_patient_banner and view.banner is None:
         from service.smart.view import Banner

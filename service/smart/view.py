@@ -78,6 +78,11 @@ class ResultRow:
     scale: Scale
     drugs: list[DrugLine] = field(default_factory=list)
     focused: bool = False
+    # phenoconversion by current medicines (issue 13): shown beside the genotype phenotype
+    effective_phenotype: str | None = None
+    effective_activity_score: str | None = None
+    converted_by: str | None = None  # "paroxetine (strong CYP2D6 inhibitor)"
+    conversion_note: str | None = None  # noted-only perpetrators or why no conversion was possible
 
     @property
     def anchor(self) -> str:
@@ -252,6 +257,7 @@ def build_view(
     focus_rule: str | None = None,
     patient_resource: dict[str, Any] | None = None,
     show_banner: bool = False,
+    conversions: dict[str, Any] | None = None,
 ) -> ProfileView:
     """Assemble the page: results with their drugs, current medications, problems and the focus."""
     focus_drug = focus_drug.strip().lower() if focus_drug else None
@@ -299,6 +305,7 @@ def build_view(
             drugs=lines,
             focused=any(line.focused for line in lines),
         )
+        _apply_conversion(row, (conversions or {}).get(gene))
         rows.append(row)
         if res.conflicts_with:
             problems.append(
@@ -384,6 +391,23 @@ def build_view(
         medications_available=True,
         notes=notes,
     )
+
+
+def _apply_conversion(row: ResultRow, gc: Any) -> None:
+    """Genotype phenotype and effective phenotype side by side, with the causing medicine."""
+    if gc is None:
+        return
+    if gc.converted:
+        row.effective_phenotype = gc.effective_phenotype
+        row.effective_activity_score = gc.effective_as
+        row.converted_by = "; ".join(
+            f"{e.name} ({e.strength.replace('_', ' ')} of {gc.gene})" for e in gc.applied)
+    noted = [e for e in gc.noted if e not in gc.applied]
+    if gc.problem:
+        row.conversion_note = f"{', '.join(e.name for e in gc.exposures)} taken; not converted: {gc.problem}"
+    elif noted:
+        row.conversion_note = "noted, not converted: " + ", ".join(
+            f"{e.name} ({e.strength.replace('_', ' ')})" for e in noted)
 
 
 def _unique_lines(lines: Iterable[DrugLine]) -> list[DrugLine]:

@@ -322,3 +322,31 @@ def test_two_launches_in_one_browser_each_keep_their_patient(app, client, monkey
 def test_page_links_carry_the_launch_key(app, client, engine):
     html = _open(client, app).text
     assert f'href="/app/print?k={KEY}' in html and f'action="/app/logout?k={KEY}"' in html
+
+
+def test_profile_page_shows_genotype_and_effective_phenotype_side_by_side(app, client, monkeypatch):
+    """Issue 13: a strong CYP2D6 inhibitor among the current medicines; the page shows both phenotypes."""
+    from datetime import date
+
+    from service.config import REPO_ROOT, Settings
+    from service.pgx.knowledge import load_knowledge
+    from service.pgx.phenoconversion import conversions
+
+    k = load_knowledge(REPO_ROOT / "cards")
+    pat = fixtures.patient_data()
+    pat.medications.append({"resourceType": "MedicationRequest", "id": "mr-parox", "status": "active",
+                            "medicationCodeableConcept": {"text": "Paroxetine 20 mg oral tablet"}})
+    prof = fixtures.profile()
+    conv = conversions(k, prof, pat, Settings(), date(2026, 6, 1))
+    assert conv["CYP2D6"].converted
+
+    async def fake(state, *, iss, patient_id, token, budget_s):
+        return LoadedProfile(pat, prof, fixtures.recommendations(), PATIENT, conv)
+
+    monkeypatch.setattr(smart_router, "load_profile", fake)
+    html = _open(client, app).text
+    assert "Effective phenotype (current medicines)" in html
+    assert "Poor Metabolizer</strong> (activity score 0.0)" in html
+    assert "while taking paroxetine (strong inhibitor of CYP2D6)" in html
+    printed = _open(client, app, sid="sid-2", path="/app/print").text
+    assert "while taking paroxetine (strong inhibitor of CYP2D6)" in printed
