@@ -14,6 +14,7 @@ the medicine and that the advice holds while it is taken, and adds nothing when 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from service.fhir.models import DraftOrder, PatientData
-from service.pgx.drugs import DrugIndex, medication_request_drugs, recognise_codes
+from service.pgx.drugs import _RXNORM_SYSTEMS, DrugIndex, medication_request_drugs, recognise_codes
 from service.pgx.genes import format_activity
 from service.pgx.guidelines import INDETERMINATE, GuidelineFileError, line_of, read_yaml_with_lines
 from service.pgx.models import Action, DrugRef, GeneResult, GenomicProfile, PhenotypeCall, Recommendation
@@ -41,6 +42,7 @@ _STRENGTH_RANK: dict[str, int] = {"strong_inhibitor": 0, "moderate_inhibitor": 1
                                   "strong_inducer": 3, "moderate_inducer": 4, "weak_inducer": 5}
 _INACTIVE = {"draft", "entered-in-error", "cancelled", "stopped", "completed", "revoked"}
 _RX_RE = re.compile(r"^[0-9]+$")
+_WORD = re.compile(r"[a-z0-9]+")
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,6 +172,15 @@ class PhenoKnowledge:
     perpetrators: dict[str, Perpetrator]
     index: DrugIndex
     path: Path | None = None
+    single_words: dict[str, DrugRef] = field(default_factory=dict)  # lower-case one-word name/brand -> drug
+    multi_words: list[tuple[str, DrugRef]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name, ref in self.index.by_name.items():
+            if _WORD.fullmatch(name):
+                self.single_words[name] = ref
+            else:
+                self.multi_words.append((name, ref))
 
     def source_title(self, key: str) -> str:
         s = self.data.sources.get(key)
@@ -303,7 +314,47 @@ def perpetrators_in_order(k: "Knowledge", order: DraftOrder) -> list[DrugRef]:
     pk = getattr(k, "phenoconversion", None)
     if pk is None:
         return []
-    return recognise_codes(pk.index, [(c.system, c.code) for c in order.codes], [order.text, *(c.display for c in order.codes)])
+    return _recognise(pk, [(c.system, c.code) for c in order.codes], [order.text, *(c.display for c in order.codes)])
+
+
+
+def _recognise(pk: PhenoKnowledge, codes: Iterable[tuple[Any, Any]], texts: Iterable[Any]) -> list[DrugRef]:
+    """RxNorm codes, then whole-word names/brands (the same matches as drugs.recognise_codes, but a word-set
+    lookup instead of a long regex alternation: this runs for every current medication of every request)."""
+    out: dict[str, DrugRef] = {}
+    for system, code in codes:
+        if isinstance(code, str) and system in _RXNORM_SYSTEMS:
+            for ref in pk.index.by_code.get(code.strip(), ()):
+                out.setdefault(ref.name, ref)
+    for text in texts:
+        if not isinstance(text, str) or not text:
+            continue
+        low = text.lower()
+        for w in _WORD.findall(low):
+            ref = pk.single_words.get(w)
+            if ref is not None:
+                out.setdefault(ref.name, ref)
+        for name, ref in pk.multi_words:
+            if name in low and re.search(rf"(?<![a-z0-9]){re.escape(name)}(?![a-z0-9])", low):
+                out.setdefault(ref.name, ref)
+    return list(out.values())
+
+
+def _medication_drugs(pk: PhenoKnowledge, resource: dict[str, Any]) -> list[DrugRef]:
+    codes: list[tuple[Any, Any]] = []
+    texts: list[Any] = []
+    for key in ("medicationCodeableConcept", "code"):
+        cc = resource.get(key)
+        if isinstance(cc, dict):
+            texts.append(cc.get("text"))
+            for c in cc.get("coding") or []:
+                if isinstance(c, dict):
+                    codes.append((c.get("system"), c.get("code")))
+                    texts.append(c.get("display"))
+    ref = resource.get("medicationReference")
+    if isinstance(ref, dict):
+        texts.append(ref.get("display"))
+    return _recognise(pk, codes, texts)
 
 
 def data_needs(k: "Knowledge", drug_names: Iterable[str]) -> set[str]:
@@ -359,25 +410,50 @@ def find_exposures(k: "Knowledge", patient: PatientData | None, order: DraftOrde
     if pk is None:
         return []
     skip = set(exclude)
-    out: list[Exposure] = []
-    for m in (patient.medications if patient is not None else []):
-        if not isinstance(m, dict) or m.get("status") in _INACTIVE or _ended(m, today):
-            continue
-        mid = m.get("id") if isinstance(m.get("id"), str) else None
-        if order is not None and mid and order.id == mid:
-            continue
-        vp = (m.get("dispenseRequest") or {}).get("validityPeriod") or {}
-        authored = m.get("authoredOn") if isinstance(m.get("authoredOn"), str) else None
-        for ref in medication_request_drugs(pk.index, m):
-            out += _exposures(pk, settings, ref, f"MedicationRequest/{mid}" if mid else None, "active medication",
-                              authored, vp.get("start") if isinstance(vp.get("start"), str) else None,
-                              vp.get("end") if isinstance(vp.get("end"), str) else None, skip)
+    own = order.id if order is not None else None
+    out = [e for e in _medication_exposures(pk, patient, settings, today)
+           if e.name not in skip and not (own and e.reference == f"MedicationRequest/{own}")]
     for o in co_orders:
         if order is not None and _same(o, order):
             continue
         for ref in perpetrators_in_order(k, o):
             out += _exposures(pk, settings, ref, o.reference, "draft order", None, None, None, skip)
     return _dedupe(out)
+
+
+# The medication list of a snapshot is scanned once (every order of a request, and the next requests for the
+# same snapshot, reuse it): keyed by the list's identity, holding the list so the identity stays valid.
+_MED_MEMO: "OrderedDict[tuple, tuple[list, list[Exposure]]]" = OrderedDict()
+
+
+def _medication_exposures(pk: PhenoKnowledge, patient: PatientData | None, settings: "Settings",
+                          today: date) -> list[Exposure]:
+    meds = patient.medications if patient is not None else []
+    if not meds:
+        return []
+    ps = getattr(settings, "phenoconversion", None)
+    key = (id(meds), len(meds), id(pk), today, tuple(ps.disabled_genes) if ps else (), tuple(ps.disabled_drugs) if ps else ())
+    hit = _MED_MEMO.get(key)
+    if hit is not None and hit[0] is meds:
+        return hit[1]
+    out: list[Exposure] = []
+    for m in meds:
+        if not isinstance(m, dict) or m.get("status") in _INACTIVE:
+            continue
+        refs = _medication_drugs(pk, m)
+        if not refs or _ended(m, today):
+            continue
+        mid = m.get("id") if isinstance(m.get("id"), str) else None
+        vp = (m.get("dispenseRequest") or {}).get("validityPeriod") or {}
+        authored = m.get("authoredOn") if isinstance(m.get("authoredOn"), str) else None
+        for ref in refs:
+            out += _exposures(pk, settings, ref, f"MedicationRequest/{mid}" if mid else None, "active medication",
+                              authored, vp.get("start") if isinstance(vp.get("start"), str) else None,
+                              vp.get("end") if isinstance(vp.get("end"), str) else None, set())
+    _MED_MEMO[key] = (meds, out)
+    if len(_MED_MEMO) > 256:
+        _MED_MEMO.popitem(last=False)
+    return out
 
 
 def order_exposures(k: "Knowledge", order: DraftOrder, settings: "Settings") -> list[Exposure]:
