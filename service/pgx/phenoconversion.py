@@ -381,9 +381,11 @@ def co_order_key(k: "Knowledge", co_orders: Sequence[DraftOrder], order: DraftOr
 
 
 def _same(a: DraftOrder, b: DraftOrder) -> bool:
-    if a is b:
+    """The same draft order? Drafts can share an id (sandbox, some EHRs), so the id alone is not enough."""
+    if a is b or (a.resource and a.resource is b.resource):
         return True
-    return bool(a.reference and a.reference == b.reference) or bool(a.id and a.id == b.id)
+    return bool(a.reference) and a.reference == b.reference and \
+        [(c.system, c.code) for c in a.codes] == [(c.system, c.code) for c in b.codes] and a.text == b.text
 
 
 def _ended(m: dict[str, Any], today: date) -> bool:

@@ -360,3 +360,10 @@ def test_data_needs_medications_for_convertible_and_perpetrator_drugs(k):
     assert pcv.data_needs(k, {"codeine"}) == {"medications"}
     assert pcv.data_needs(k, {"bupropion"}) == {"medications"}
     assert pcv.data_needs(k, {"abacavir"}) == set()
+
+
+def test_draft_sharing_the_order_id_is_still_a_perpetrator(k):
+    # some EHRs (and the sandbox) give every draft the same id: the paroxetine draft is another order
+    codeine = order(CODEINE, "draft")
+    r = one(run(k, profile(D6_NM), codeine, co_orders=[codeine, order(PAROXETINE, "draft")]))
+    assert r.rule_id == "opioids-cyp2d6/codeine.tramadol-as0.0"
