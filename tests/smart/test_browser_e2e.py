@@ -127,7 +127,7 @@ def test_full_ehr_launch_shows_the_profile_focused_on_the_card_drug(stack, page)
     # basic accessibility structure
     assert page.get_attribute("html", "lang") == "en"
     assert page.locator("h1").count() == 1 and page.locator("main").count() == 1
-    assert page.locator("table.results-table th[scope=col]").count() == 7
+    assert page.locator("table.results-table th[scope=col]").count() == 8  # incl. the effective phenotype (issue 13)
     for svg_el in page.locator("svg.scale").all():
         assert svg_el.get_attribute("role") == "img" and svg_el.get_attribute("aria-label")
     assert page.locator("a.guideline .sr-only").count() == page.locator("a.guideline").count()
