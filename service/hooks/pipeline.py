@@ -32,6 +32,7 @@ from service.feedback.store import CARD_RULE_DAYS, card_rule_bucket
 from service.fhir.client import FhirClient, validate_fhir_server
 from service.fhir.genomics import build_profile
 from service.fhir.models import DraftOrder, PatientData
+from service.fhir.orders import extract_orders
 from service.fhir.patient_data import load_patient_data, resolve_medications
 from service.fhir.prefetch import REQUIRED_KEYS, templates_for
 from service.hooks.discovery import ServiceDef
