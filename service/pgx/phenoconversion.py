@@ -819,7 +819,8 @@ def _reverse_rec(pk: PhenoKnowledge, pc: Phenoconversion, genes: list[str], drug
     detail = _fmt(texts.reverse_detail, drug=drug.name, drug_since=drug_since, perpetrator=perp,
                   perpetrator_cap=perp[:1].upper() + perp[1:], **{x: v[x] for x in v if x not in ("medicines",)})
     dose = f"\n\nDose guidance for {drug.name}: {eff.dose.text}" if eff.dose and eff.dose.text else ""
-    alts = ", ".join(a.name for a in eff.alternatives)
+    withheld = getattr(eff, "withheld", None) or []
+    alts = ", ".join(dict.fromkeys([a.name for a in eff.alternatives] + [w.name for w in withheld]))
     alt_text = f"\n\nCPIC alternatives to {drug.name}: {alts}." if alts else ""
     summary = _fmt(texts.reverse_summary, perpetrator=perp[:1].upper() + perp[1:], drug=drug.name, advice=eff.summary)
     if len(summary) >= 140:
