@@ -705,7 +705,9 @@ def adjust(k: "Knowledge", pc: Phenoconversion | None, g: "Guideline", drug: Dru
         for gene in converted:
             notes.append(_fmt(texts.unchanged, **_vars(pc.genes[gene], pc.genes[gene].applied)))
     if not changed:
-        return eff.model_copy(update={"notes": list(dict.fromkeys(notes))})
+        # same advice: the card reads as for the genotype; the evidence carries the effective values
+        text = {"summary": base.summary, "detail": base.detail} if base is not None else {}
+        return eff.model_copy(update={"notes": list(dict.fromkeys(notes)), **text})
     paragraphs = []
     for gene in converted:
         gc = pc.genes[gene]
