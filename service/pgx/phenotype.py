@@ -17,11 +17,13 @@ All lookups are dictionary reads on tables built when the gene files are loaded.
 
 from __future__ import annotations
 
+import os
 import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from service.pgx.diplotype import clean_result_text
 from service.pgx.genes import (
     AlleleDef,
     GeneDefinition,
@@ -39,12 +41,22 @@ __all__ = [
     "call_allele_presence",
     "call_phenotype",
     "call_reported_phenotype",
+    "names_known_alleles",
     "parse_diplotype",
     "phenotype_json",
 ]
 
 INDETERMINATE = "Indeterminate"
 _DEFAULT_GENES_DIR = Path(__file__).resolve().parents[2] / "cards" / "genes"
+
+
+def _default_genes_dir() -> Path:
+    """The gene files used when a caller passes no definition (the FHIR reader): the configured
+    knowledge directory (``$PGX_CDS_KNOWLEDGE_DIR``), else the source checkout's ``cards/genes``."""
+    configured = os.environ.get("PGX_CDS_KNOWLEDGE_DIR")
+    if configured and (Path(configured) / "genes").is_dir():
+        return Path(configured) / "genes"
+    return _DEFAULT_GENES_DIR
 
 _PHARMVAR_SUFFIX = re.compile(r"(\*\d+[A-Za-z]?)\.\d{3,}")
 _ZYGOSITY = re.compile(
@@ -118,6 +130,9 @@ def parse_diplotype(gene: str, text: str, gene_def: GeneDefinition | None = None
     s = text.strip().strip("\"'").strip()
     if "#" in s:  # GL string: namespace#version#value
         s = s.rsplit("#", 1)[1].strip()
+    s = clean_result_text(gene, s)  # the same cleaning as the FHIR reader (service.pgx.diplotype)
+    if not s:
+        return None
     if (gd is not None and gd.method == "allele_status") or gene.upper().startswith("HLA"):
         return _parse_hla(s)
     if gd is not None and gd.snp is not None:
@@ -145,6 +160,17 @@ def parse_diplotype(gene: str, text: str, gene_def: GeneDefinition | None = None
             return (parts[0], parts[0])
         return (parts[0],)
     return tuple(parts)
+
+
+def names_known_alleles(gene: str, text: str) -> bool:
+    """True when ``text`` parses (``parse_diplotype``) into alleles that are all in the gene's table,
+    e.g. ``ivacaftor non-responsive CFTR sequence/F508del``: the FHIR reader then takes the text as a
+    diplotype rather than looking for phenotype words inside allele names."""
+    gd = _default_definition(gene)
+    if gd is None or gd.method == "allele_status":
+        return False
+    tokens = parse_diplotype(gd.gene, text, gd)
+    return bool(tokens) and all(_resolve(gd, t)[0] is not None for t in tokens)
 
 
 def _parse_snp(gd: GeneDefinition, s: str) -> tuple[str, ...] | None:
@@ -199,7 +225,7 @@ def _default_definition(gene: str) -> GeneDefinition | None:
     global _DEFAULT_DEFS
     if _DEFAULT_DEFS is None:
         try:
-            _DEFAULT_DEFS = load_genes(_DEFAULT_GENES_DIR)
+            _DEFAULT_DEFS = load_genes(_default_genes_dir())
         except GeneDefinitionError:
             _DEFAULT_DEFS = {}
     return _find(_DEFAULT_DEFS, gene)
