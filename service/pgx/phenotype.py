@@ -285,6 +285,11 @@ def _resolve(gd: GeneDefinition, token: str) -> tuple[AlleleDef | None, str | No
     if a is not None:
         return a, None
     k = allele_key(token)
+    if k.startswith("*") and not any(x.name.startswith("*") for x in gd.alleles):
+        # GL-style "G6PD*A-" for a gene whose alleles are not star names: the name after the '*'
+        a = gd.lookup(k[1:])
+        if a is not None:
+            return a, None
     if gd.copy_number_synonyms:
         m = re.fullmatch(r"(\*\d+)x(\d+|n|≥\d+)", k)
         if m:
