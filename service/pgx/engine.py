@@ -18,6 +18,7 @@ from typing import Any
 from service.config import Settings
 from service.fhir.models import DraftOrder, PatientData
 from service.pgx import safety as _safety
+from service.pgx import unreadable as _unreadable
 from service.pgx import warfarin as _warfarin
 from service.pgx.drugs import recognise
 from service.pgx.guidelines import DEFAULT_INDICATOR, INDETERMINATE, NO_RESULT, Guideline, Population
@@ -91,6 +92,8 @@ def evaluate_order(
     for drug in recognise(k, order):
         for g in k.guidelines_for_drug(drug.name):
             rec = _evaluate(k, g, drug, profile, patient, order, settings, today)
+            if k.unreadable is not None:  # a result we cannot read never silences the alert (issue 11)
+                rec = _unreadable.guard(k.unreadable, g, drug, profile, rec, settings)
             if rec is not None:
                 out.append(rec)
     return out
