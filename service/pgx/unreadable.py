@@ -133,12 +133,16 @@ def guard(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, profile: Genomi
         return None
     genes = g.drug_genes(drug.name)
     problems = problems_for(genes, profile)
-    if not problems:
-        return rec
     tests = follow_up_tests(policy, profile, genes)
+    if not problems:
+        if rec.action == Action.test_before_prescribing and tests:  # e.g. G6PD Variable: enzyme activity
+            return rec.model_copy(update={"follow_up": tests})
+        return rec
     level = required_indicator(policy, g, drug, settings)
     what = "; ".join(_describe(p) for p in problems)
-    note = f"Could not be interpreted: {what}."
+    todo = _todo(tests)
+    note = (f"Could not be interpreted: {what}. Review the laboratory report, confirm the result with the "
+            f"laboratory, or {todo}.")
     update: dict[str, object] = {"unreadable": problems,
                                  "notes": list(dict.fromkeys([*rec.notes, note])),
                                  "follow_up": tests if rec.action == Action.test_before_prescribing else rec.follow_up}
@@ -153,7 +157,6 @@ def guard(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, profile: Genomi
         level = override
     genes_txt = "/".join(dict.fromkeys(p.gene for p in problems))
     hr = policy.drugs.get(drug.name)
-    todo = _todo(tests)
     detail = (
         f"A {genes_txt} result is on file but **could not be interpreted**, so the {g.name} could not be "
         f"applied to this {drug.name} order. {what[0].upper() + what[1:]}.\n\n"
