@@ -688,6 +688,8 @@ def _values(holder: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     out: list[tuple[str, str, str | None]] = []
     t = tables()
     cc = holder.get("valueCodeableConcept")
+    if isinstance(cc, str):  # a bare string where a CodeableConcept belongs: read as its text
+        cc = {"text": cc}
     if isinstance(cc, dict):
         for c in _list(cc.get("coding")):
             if not isinstance(c, dict):
@@ -834,7 +836,11 @@ def _clip(text: str | None, n: int = 200) -> str | None:
 
 
 def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
+    """A FHIR array; a single object where an array belongs (``category``, ``coding``, ``component``,
+    ``derivedFrom`` sent as an object: seen from the CDS Hooks sandbox and EHRs) is read as a list of one."""
+    if isinstance(value, list):
+        return value
+    return [value] if isinstance(value, dict) else []
 
 
 def _s(value: Any) -> str | None:
