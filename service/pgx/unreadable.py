@@ -135,9 +135,13 @@ def guard(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, profile: Genomi
     problems = problems_for(genes, profile)
     tests = follow_up_tests(policy, profile, genes)
     if not problems:
+        update: dict[str, object] = {}
         if rec.action == Action.test_before_prescribing and tests:  # e.g. G6PD Variable: enzyme activity
-            return rec.model_copy(update={"follow_up": tests})
-        return rec
+            update["follow_up"] = tests
+        also = _also_unreadable(genes, profile)
+        if also:  # a readable result was used, but another one for the gene could not be read: say so
+            update["notes"] = list(dict.fromkeys([*rec.notes, *also]))
+        return rec.model_copy(update=update) if update else rec
     level = required_indicator(policy, g, drug, settings)
     what = "; ".join(_describe(p) for p in problems)
     todo = _todo(tests)
@@ -179,6 +183,20 @@ def guard(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, profile: Genomi
         "dose": None,
         "interruptive": True,
     })
+
+
+def _also_unreadable(genes: list[str], profile: GenomicProfile) -> list[str]:
+    out = []
+    for gene in genes:
+        r = profile.get(gene)
+        if r is None:
+            continue
+        for u in profile.unreadable:
+            if u.gene == gene:
+                value = f" '{u.text}'" if u.text else ""
+                out.append(f"Another {gene} result{value} ({u.observation or 'Observation'}) could not be read "
+                           f"({u.reason}); the readable result {r.observation or ''} was used. Check which is current.")
+    return out
 
 
 def _describe(p: UnreadableEvidence) -> str:

@@ -189,3 +189,10 @@ def test_unreadable_card_is_stable_across_hook_instances(client):
     a = client.post("/cds-services/pgx-order-select", json=body).json()["cards"]
     b = client.post("/cds-services/pgx-order-select", json={**copy.deepcopy(body), "hookInstance": "other"}).json()["cards"]
     assert [x["summary"] for x in a] == [x["summary"] for x in b] and a[0]["uuid"] != b[0]["uuid"]
+
+
+def test_readable_result_with_another_unreadable_one_names_it(client):
+    obs = [_geno("CYP2C19", "*2/*2", "obs-a"), _geno("CYP2C19", "see attached PDF", "obs-b")]
+    card = _cards(client, "order-select", "clopidogrel", obs)[0]
+    assert card["indicator"] == "critical"  # the readable poor-metabolizer result is used
+    assert any("Another CYP2C19 result" in n and "obs-b" in n for n in _ext(card)["notes"])
