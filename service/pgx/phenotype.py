@@ -192,7 +192,7 @@ def _parse_snp(gd: GeneDefinition, s: str) -> tuple[str, ...] | None:
 
 def _parse_hla(s: str) -> tuple[str, ...] | None:
     s = re.sub(r"\s+", "", s)
-    copies = s.split("+") if "+" in s else s.split("/")
+    copies = s.split("+") if "+" in s else s.split("/") if "/" in s else s.split(",")  # "B*15:02, B*40:01"
     if not 1 <= len(copies) <= 2 or any(not c for c in copies):
         return None
     out = []

@@ -139,6 +139,8 @@ def guard(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, profile: Genomi
         if rec.action == Action.test_before_prescribing and tests:  # e.g. G6PD Variable: enzyme activity
             update["follow_up"] = tests
         also = _also_unreadable(genes, profile)
+        if rec.action == Action.test_before_prescribing and all(r.phenotype == "No Result" for r in rec.genes):
+            also += _gene_unknown(genes, profile)  # pre-test card, but an unattributed result is on file
         if also:  # a readable result was used, but another one for the gene could not be read: say so
             update["notes"] = list(dict.fromkeys([*rec.notes, *also]))
         return rec.model_copy(update=update) if update else rec
@@ -197,6 +199,12 @@ def _also_unreadable(genes: list[str], profile: GenomicProfile) -> list[str]:
                 out.append(f"Another {gene} result{value} ({u.observation or 'Observation'}) could not be read "
                            f"({u.reason}); the readable result {r.observation or ''} was used. Check which is current.")
     return out
+
+
+def _gene_unknown(genes: list[str], profile: GenomicProfile) -> list[str]:
+    return [f"A genomic result on file could not be read and its gene is not known "
+            f"({u.observation or 'Observation'}{': ' + repr(u.text) if u.text else ''}; {u.reason}): check whether it "
+            f"is a {' or '.join(genes)} result before relying on this card." for u in profile.unreadable if not u.gene]
 
 
 def _describe(p: UnreadableEvidence) -> str:

@@ -139,6 +139,8 @@ def test_every_allele_of_every_gene_reads_the_same_through_fhir_and_cli():
     # HLA genotypes in text
     ("HLA-B", "HLA-B*57:01/HLA-B*08:01", "HLA-B*57:01 positive"),
     ("HLA-B", "HLA-B*57:01:01+HLA-B*08:01", "HLA-B*57:01 positive"),
+    ("HLA-B", "HLA-B*15:02, HLA-B*40:01", "HLA-B*15:02 positive"),
+    ("HLA-A", "HLA-A*31:01, HLA-A*02:01", "HLA-A*31:01 positive"),
 ])
 def test_punctuated_allele_names_through_fhir(gene, text, phenotype):
     for value in ({"valueString": text}, {"valueCodeableConcept": {"text": text}}):

@@ -196,3 +196,12 @@ def test_readable_result_with_another_unreadable_one_names_it(client):
     card = _cards(client, "order-select", "clopidogrel", obs)[0]
     assert card["indicator"] == "critical"  # the readable poor-metabolizer result is used
     assert any("Another CYP2C19 result" in n and "obs-b" in n for n in _ext(card)["notes"])
+
+
+def test_unattributed_unreadable_result_is_named_on_the_pretest_card(client):
+    o = _geno("CYP2C19", "see attached report")
+    o["component"] = []  # no gene studied and none in the value: the reader cannot tell which gene this is
+    o["valueCodeableConcept"] = {"text": "see attached report"}
+    card = _cards(client, "order-select", "clopidogrel", [o])[0]
+    assert _ext(card)["recommendation"]["ruleId"] == "clopidogrel-cyp2c19/pretest"
+    assert any("its gene is not known" in n for n in _ext(card)["notes"])
