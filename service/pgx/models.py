@@ -149,6 +149,7 @@ class UnreadableEvidence(BaseModel):
     reason: str
     observation: str | None = None
     phenotype: str | None = None  # "Indeterminate" when a result was read but gave no phenotype
+    recognised: list[str] = Field(default_factory=list)  # alleles of it that are in our table, with function
 
 
 class FollowUpTest(BaseModel):

@@ -91,8 +91,9 @@ def problems_for(genes: list[str], profile: GenomicProfile) -> list[UnreadableEv
         if call is None or call.phenotype == INDETERMINATE:
             raw = r.diplotype or r.reported_phenotype
             reason = (call.reason if call else None) or f"the {gene} result could not be interpreted"
+            known = [f"{a.allele} ({a.function or 'function not recorded'})" for a in (call.alleles if call else [])]
             out.append(UnreadableEvidence(gene=gene, value=raw, reason=reason, observation=r.observation,
-                                          phenotype=INDETERMINATE))
+                                          phenotype=INDETERMINATE, recognised=known))
     return out
 
 
@@ -108,7 +109,7 @@ def follow_up_tests(policy: UnreadablePolicy, profile: GenomicProfile, genes: li
         if fu is not None and (unread or (phenotype is not None and phenotype in fu.phenotypes)):
             out.append(FollowUpTest(gene=gene, text=fu.test, loinc=fu.loinc, why=fu.why, citation=fu.citation))
         elif unread or phenotype == INDETERMINATE:
-            out.append(FollowUpTest(gene=gene, text=f"{gene} genotyping (pharmacogenomics), repeat",
+            out.append(FollowUpTest(gene=gene, text=f"{gene} genotyping (repeat test)",
                                     why="No phenotypic test is named for this gene; repeat the genotyping "
                                         "(no LOINC code is given for genotyping panels)."))
     return out
@@ -163,15 +164,19 @@ def guard(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, profile: Genomi
         level = override
     genes_txt = "/".join(dict.fromkeys(p.gene for p in problems))
     hr = policy.drugs.get(drug.name)
+    known = "; ".join(f"{p.gene}: {', '.join(p.recognised)}" for p in problems if p.recognised)
     detail = (
         f"A {genes_txt} result is on file but **could not be interpreted**, so the {g.name} could not be "
-        f"applied to this {drug.name} order. {what[0].upper() + what[1:]}.\n\n"
+        f"applied to this {drug.name} order. {what[0].upper() + what[1:]}."
+        + (f" Recognised in it: {known}; a partial result gives no phenotype and must not be read as normal."
+           if known else "") + "\n\n"
         f"**What to do:** review the laboratory report; confirm the result with the laboratory; "
         f"if it cannot be confirmed, {todo}. Until then, treat the {genes_txt} status as unknown."
         + (f"\n\n**Why this matters for {drug.name}:** {hr.reason}" if hr else "")
     )
+    update["notes"] = list(rec.notes)  # the detail already says what could not be read and what to do
     if rec.rule_id != f"{g.id}/unavailable":  # the guideline's own answer for this result, kept visible
-        update["notes"] = [*update["notes"], f"Guideline rule {rec.rule_id}: {rec.summary}"]  # type: ignore[list-item]
+        update["notes"] = [*rec.notes, f"Guideline rule {rec.rule_id}: {rec.summary}"]
     return rec.model_copy(update={
         **update,
         "rule_id": rule_id,

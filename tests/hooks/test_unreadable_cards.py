@@ -85,6 +85,7 @@ def test_high_risk_drug_unreadable_result_warns(client, hook, drug, obs, raw, ge
     assert gene in card["summary"]
     assert "could not be interpreted" in (card["summary"] + card["detail"]).lower()
     assert "confirm the result with the laboratory" in card["detail"]
+    assert card["detail"].count("Could not be interpreted") <= 1  # said once
     unread = _ext(card)["unreadable"]
     assert [u["gene"] for u in unread] == [gene]
     if raw is not None:
@@ -155,6 +156,12 @@ def test_dpyd_unreadable_repeats_genotyping(client):
     card = _cards(client, "order-select", "fluorouracil", [_geno("DPYD", "see scanned report")])[0]
     codes = _tests_ordered(card)
     assert codes and codes[0]["text"].startswith("DPYD genotyping") and "coding" not in codes[0]
+
+
+def test_partly_recognised_result_names_the_known_allele(client):
+    card = _cards(client, "order-select", "capecitabine", [_geno("DPYD", "c.1905+1G>A (*2A)/c.9999X>Y")])[0]
+    assert _ext(card)["unreadable"][0]["recognised"] == ["c.1905+1G>A (*2A) (No function)"]
+    assert "must not be read as normal" in card["detail"]
 
 
 def test_pretest_card_still_orders_genotyping(client):
