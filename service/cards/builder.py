@@ -197,7 +197,7 @@ def _test_suggestion(rec: Recommendation, gene: str, test: str | None, loinc: st
         code["coding"] = [{"system": "http://loinc.org", "code": loinc}]
     return Suggestion.model_construct(
         label=_truncate(f"Order {test}" if test else f"Order {gene} genotyping", 80),
-        uuid=_uuid(rec.rule_id, order_ref, "test", gene, test or ""),
+        uuid=_uuid(rec.rule_id, order_ref, "test", gene, *([test] if test else [])),
         actions=[
             ActionModel.model_construct(
                 type="create",
