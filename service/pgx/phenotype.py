@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,7 @@ def parse_diplotype(gene: str, text: str, gene_def: GeneDefinition | None = None
     if m:
         s, zyg = m.group("a").strip(), m.group("z").lower()
     s = _PHARMVAR_SUFFIX.sub(r"\1", s)
-    gene_re = re.compile(rf"^{re.escape(gene)}\b[\s:]*", re.IGNORECASE)
-    tandem_re = re.compile(rf"\+\s*{re.escape(gene)}\b\s*", re.IGNORECASE)
+    gene_re, tandem_re = _gene_res(gene)
     parts = [tandem_re.sub("+", gene_re.sub("", p.strip())).strip() for p in _SPLIT.split(s)]
     if not parts or any(not p for p in parts):
         return None
@@ -162,6 +162,13 @@ def parse_diplotype(gene: str, text: str, gene_def: GeneDefinition | None = None
     return tuple(parts)
 
 
+@lru_cache(maxsize=256)
+def _gene_res(gene: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    return (re.compile(rf"^{re.escape(gene)}\b[\s:]*", re.IGNORECASE),
+            re.compile(rf"\+\s*{re.escape(gene)}\b\s*", re.IGNORECASE))
+
+
+@lru_cache(maxsize=4096)  # the shipped gene tables do not change while the process runs
 def names_known_alleles(gene: str, text: str) -> bool:
     """True when ``text`` parses (``parse_diplotype``) into alleles that are all in the gene's table,
     e.g. ``ivacaftor non-responsive CFTR sequence/F508del``: the FHIR reader then takes the text as a
@@ -220,6 +227,7 @@ def _hla_name(token: str) -> tuple[str, bool] | None:
 _DEFAULT_DEFS: dict[str, GeneDefinition] | None = None
 
 
+@lru_cache(maxsize=128)
 def _default_definition(gene: str) -> GeneDefinition | None:
     """The shipped definition of ``gene`` (only used when the caller passes none)."""
     global _DEFAULT_DEFS
