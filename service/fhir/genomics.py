@@ -459,7 +459,7 @@ def _diplotype(rest: str, gene: str, t: _Tables, single_ok: bool = False) -> str
 
     Whether the text is a diplotype is decided by the same parser the phenotype engine and the CLI use
     (``parse_diplotype``), so what we keep here is read there the same way."""
-    tokens = parse_diplotype(gene, rest)
+    tokens = _tokens(gene, rest)
     if tokens is None or not all(_allele_ok(p) for p in tokens):
         return None
     parts = [p.strip() for p in rest.split("/")]
@@ -473,6 +473,11 @@ def _diplotype(rest: str, gene: str, t: _Tables, single_ok: bool = False) -> str
     if not all(_allele_ok(p) for p in parts):
         return None
     return f"{parts[0]}/{parts[1]}"
+
+
+@lru_cache(maxsize=4096)  # parse_diplotype with the shipped gene tables: a pure function of its arguments
+def _tokens(gene: str, text: str) -> tuple[str, ...] | None:
+    return parse_diplotype(gene, text)
 
 
 def _allele_ok(part: str) -> bool:

@@ -41,6 +41,7 @@ def trim_separators(text: str) -> str:
     return "" if re.fullmatch(r"[-–—\s]*", t) else t
 
 
+@lru_cache(maxsize=4096)  # a pure function of its arguments; lab strings repeat across patients
 def clean_result_text(gene: str, text: str) -> str:
     """A lab's diplotype text without labels, gene symbols, empty brackets and stray separators.
 
