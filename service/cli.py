@@ -223,6 +223,57 @@ def knowledge_list(directory: Optional[Path] = typer.Option(None, "--dir", help=
         typer.echo(json.dumps(row, ensure_ascii=False))
 
 
+@knowledge_app.command("alleles")
+def knowledge_alleles(
+    source: Path = typer.Argument(..., help="PharmCAT phenotype JSON, CPIC update JSON, or CPIC allele functionality CSV/TSV"),
+    gene: Optional[str] = typer.Option(None, "--gene", help="only this gene (the source may hold several)"),
+    write: bool = typer.Option(False, "--write", help="write the update into cards/genes/<GENE>.yaml"),
+    citation: Optional[str] = typer.Option(None, "--citation", help="citation recorded on added alleles"),
+    allow_older: bool = typer.Option(False, "--allow-older", help="write even if the source is older than the file"),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="knowledge directory"),
+) -> None:
+    """Compare gene files with a CPIC/PharmCAT allele table; print the diff for review; --write applies it.
+    Exit 0: no changes; 3: changes found (not written); 0 after --write."""
+    from service.pgx.allele_update import apply_update, compare, read_source, render
+    from service.pgx.genes import check_genes, load_genes
+
+    kdir = directory or _knowledge_dir()
+    genes = load_genes(kdir / "genes")
+    try:
+        tables = read_source(source, gene)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"cannot read {source}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not tables:
+        typer.echo(f"no allele table{' for ' + gene if gene else ''} in {source}", err=True)
+        raise typer.Exit(2)
+    changed = False
+    for t in tables:
+        gd = genes.get(t.gene)
+        if gd is None:
+            typer.echo(f"{t.gene}: no gene file in {kdir / 'genes'} (skipped)")
+            continue
+        rep = compare(gd, t)
+        typer.echo(render(rep))
+        changed |= rep.has_changes
+        if write and rep.has_changes and rep.source_is_older and not allow_older:
+            typer.echo(f"  NOT written: the source is older than {gd.gene}.yaml (use --allow-older to force)", err=True)
+            continue
+        if write and rep.has_changes:
+            path = kdir / "genes" / f"{gd.gene}.yaml"
+            old = path.read_text(encoding="utf-8")
+            path.write_text(apply_update(path, rep, citation), encoding="utf-8")
+            problems = check_genes(kdir / "genes")
+            if problems:
+                path.write_text(old, encoding="utf-8")
+                typer.echo("update NOT written, the gene file would not validate:\n" + "\n".join(map(str, problems)),
+                           err=True)
+                raise typer.Exit(1)
+            typer.echo(f"  written: {path} (run `pgx-cds knowledge check` and review the diff)")
+    if changed and not write:
+        raise typer.Exit(3)
+
+
 @feedback_app.command("export")
 def feedback_export() -> None:
     """Print stored feedback as NDJSON."""

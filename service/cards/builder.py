@@ -181,29 +181,40 @@ def _suggestions(rec: Recommendation, patient_id: str, order: DraftOrder | None)
                 )
             )
     if rec.action == Action.test_before_prescribing:
+        follow_up = {t.gene: t for t in rec.follow_up}  # cards/unreadable.yaml: e.g. enzyme activity for G6PD
         for gene in [g.gene for g in rec.genes] or []:
-            out.append(
-                Suggestion.model_construct(
-                    label=_truncate(f"Order {gene} genotyping", 80),
-                    uuid=_uuid(rec.rule_id, order_ref, "test", gene),
-                    actions=[
-                        ActionModel.model_construct(
-                            type="create",
-                            description=f"Create a draft order for {gene} pharmacogenomic testing",
-                            resource={
-                                "resourceType": "ServiceRequest",
-                                "status": "draft",
-                                "intent": "order",
-                                "category": [{"text": "Pharmacogenomic test"}],
-                                "code": {"text": f"{gene} genotyping (pharmacogenomics)"},
-                                "subject": {"reference": f"Patient/{patient_id}"},
-                                "reasonCode": [{"text": f"Planned {rec.drug.name} therapy (CPIC)"}],
-                            },
-                        )
-                    ],
-                )
-            )
+            t = follow_up.get(gene)
+            out.append(_test_suggestion(rec, gene, t.text if t else None, t.loinc if t else None, patient_id,
+                                        order_ref))
     return out
+
+
+def _test_suggestion(rec: Recommendation, gene: str, test: str | None, loinc: str | None, patient_id: str,
+                     order_ref: str | None) -> Suggestion:
+    """A one-click draft ServiceRequest: genotyping, or the follow-up test named in cards/unreadable.yaml."""
+    code: dict = {"text": test or f"{gene} genotyping (pharmacogenomics)"}
+    if loinc:
+        code["coding"] = [{"system": "http://loinc.org", "code": loinc}]
+    return Suggestion.model_construct(
+        label=_truncate(f"Order {test}" if test else f"Order {gene} genotyping", 80),
+        uuid=_uuid(rec.rule_id, order_ref, "test", gene, *([test] if test else [])),
+        actions=[
+            ActionModel.model_construct(
+                type="create",
+                description=f"Create a draft order for {test}" if test
+                else f"Create a draft order for {gene} pharmacogenomic testing",
+                resource={
+                    "resourceType": "ServiceRequest",
+                    "status": "draft",
+                    "intent": "order",
+                    "category": [{"text": "Laboratory test" if loinc else "Pharmacogenomic test"}],
+                    "code": code,
+                    "subject": {"reference": f"Patient/{patient_id}"},
+                    "reasonCode": [{"text": f"Planned {rec.drug.name} therapy (CPIC)"}],
+                },
+            )
+        ],
+    )
 
 
 def evidence(rec: Recommendation) -> dict:
@@ -239,6 +250,8 @@ def evidence(rec: Recommendation) -> dict:
         out["alternativesWithheld"] = [w.model_dump(exclude_none=True) for w in rec.withheld]
     if rec.dose is not None and rec.dose.factor and not rec.dose.one_click:
         out["doseChangeWithheld"] = True
+    if rec.unreadable:  # results on file that could not be interpreted, with the raw value (issue 11)
+        out["unreadable"] = [u.model_dump(exclude_none=True) for u in rec.unreadable]
     if rec.order_ref:
         out["order"] = rec.order_ref
     return out

@@ -25,7 +25,9 @@ import yaml
 from service.config import REPO_ROOT
 from service.fhir.models import PatientData
 from service.fhir.patient_data import REF_KEY, observation_time
+from service.pgx.diplotype import clean_result_text, strip_gene
 from service.pgx.models import GeneResult, GenomicProfile, UnreadableResult
+from service.pgx.phenotype import names_known_alleles, parse_diplotype
 
 def codes_file() -> Path:
     """Where ``codes.yaml`` is: ``$PGX_CDS_FHIR_PROFILES_DIR``, else ``fhir_profiles/`` beside the knowledge
@@ -54,7 +56,7 @@ _PRESENT, _ABSENT = "LA9633-4", "LA9634-2"
 _BAD_WORDS = re.compile(
     r"\b(see|report|unknown|pending|fail(ed|ure)?|n/?a|none|not|no call|error|inconclusive|invalid|"
     r"undetermined|comment|attached|scanned)\b|\?", re.I)
-_ALLELE_OK = re.compile(r"[\w*.:+\-<>()\[\];=,' ]{1,80}")
+_ALLELE_OK = re.compile(r"[\w*.:+\-<>≥()\[\];=,' ]{1,80}")
 _SUBALLELE = re.compile(r"(\*\d+[A-Z]?)\.\d{3}")
 _PHENO = re.compile(
     r"(?<![\w-])(?:(?:likely|possible)\s+)?(?:ultra-?rapid|rapid|normal|intermediate|poor)\s+metaboli[sz]ers?\b"
@@ -83,9 +85,7 @@ _HLA_IN_TEXT = re.compile(r"(?P<gene>HLA-[A-Z]{1,4}\d?)\s*\*\s*(?P<allele>\d{2,4
 _HGNC_ID = re.compile(r"(?:HGNC:)?\d+", re.I)
 _PV_ID = re.compile(r"PV\d+")
 _GENOMIC_WORDS = re.compile(r"genotyp|diplotyp|phenotyp|haplotyp|metaboli|allele|\bstar\b|pgx|pharmacogen", re.I)
-_LABEL_WORDS = re.compile(r"\b(?:genotype|diplotype|result)\b\s*[:=]?", re.I)
 _SPACES = re.compile(r"\s+")
-_EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]")
 _POSITIVE = frozenset({"positive", "detected", "present", "carrier"})
 
 
@@ -424,12 +424,6 @@ def _parse_value(text: str, style: str, gene_hint: str | None, t: _Tables, haplo
         # a Genotype valued with one HLA allele (IG HLA-B*15:02 example): the allele is carried
         gene = _hla_gene(m.group("gene")) if m.group("gene") else gene_hint
         return [(gene, None, None, "*" + m.group("allele"), True, [])]  # type: ignore[list-item]
-    pheno = None
-    rest = text
-    pm = _PHENO.search(text)
-    if pm:
-        pheno = _clean_pheno(pm.group(0))
-        rest = (text[: pm.start()] + " " + text[pm.end():])
     text_gene = _gene_in(text)
     if gene_hint and text_gene and text_gene != gene_hint:
         raise _Unreadable(f"gene in value ({text_gene}) differs from gene studied ({gene_hint})", gene_hint, text)
@@ -438,9 +432,18 @@ def _parse_value(text: str, style: str, gene_hint: str | None, t: _Tables, haplo
         raise _Unreadable("gene not identified", None, text)
     if gene not in t.genes:
         raise _NotPgx
-    rest = _EMPTY_BRACKETS.sub("", _LABEL_WORDS.sub("", _strip_gene(rest, gene))).strip(" \t;,:-")
-    if rest[:1] in "([" and rest[-1:] in ")]" and rest.count("(") + rest.count("[") == 1:
-        rest = rest[1:-1].strip()
+    whole = clean_result_text(gene, text)
+    if whole and names_known_alleles(gene, whole):  # allele names win over phenotype words inside them
+        dip = _diplotype(whole, gene, t, single_ok=haplotype)
+        if dip is not None:
+            return [(gene, dip, None, None, None, [])]
+    pheno = None
+    rest = text
+    pm = _PHENO.search(text)
+    if pm:
+        pheno = _clean_pheno(pm.group(0))
+        rest = (text[: pm.start()] + " " + text[pm.end():])
+    rest = clean_result_text(gene, rest)  # shared with `pgx-cds phenotype`: allele punctuation is kept
     if not rest:
         if pheno and not _RISK.match(pheno):
             return [(gene, None, pheno, None, None, [])]
@@ -452,18 +455,29 @@ def _parse_value(text: str, style: str, gene_hint: str | None, t: _Tables, haplo
 
 
 def _diplotype(rest: str, gene: str, t: _Tables, single_ok: bool = False) -> str | None:
-    """``a/b`` from a cleaned value; a single allele only for haplotypes and single-allele genes."""
+    """``a/b`` from a cleaned value; a single allele only for haplotypes and single-allele genes.
+
+    Whether the text is a diplotype is decided by the same parser the phenotype engine and the CLI use
+    (``parse_diplotype``), so what we keep here is read there the same way."""
+    tokens = _tokens(gene, rest)
+    if tokens is None or not all(_allele_ok(p) for p in tokens):
+        return None
     parts = [p.strip() for p in rest.split("/")]
     if len(parts) == 1:
-        if (single_ok or gene in t.single_allele) and _allele_ok(parts[0]):
-            return _strip_gene(parts[0], gene).strip()
-        return None
+        if len(tokens) == 1 and not (single_ok or gene in t.single_allele):
+            return None
+        return _strip_gene(parts[0], gene).strip()
     if len(parts) != 2:
         return None
     parts = [_strip_gene(p, gene).strip() for p in parts]
     if not all(_allele_ok(p) for p in parts):
         return None
     return f"{parts[0]}/{parts[1]}"
+
+
+@lru_cache(maxsize=4096)  # parse_diplotype with the shipped gene tables: a pure function of its arguments
+def _tokens(gene: str, text: str) -> tuple[str, ...] | None:
+    return parse_diplotype(gene, text)
 
 
 def _allele_ok(part: str) -> bool:
@@ -679,6 +693,8 @@ def _values(holder: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     out: list[tuple[str, str, str | None]] = []
     t = tables()
     cc = holder.get("valueCodeableConcept")
+    if isinstance(cc, str):  # a bare string where a CodeableConcept belongs: read as its text
+        cc = {"text": cc}
     if isinstance(cc, dict):
         for c in _list(cc.get("coding")):
             if not isinstance(c, dict):
@@ -757,14 +773,7 @@ def _hla_gene(raw: str) -> str:
     return tables().by_upper.get(raw.upper(), raw.upper())
 
 
-def _strip_gene(text: str, gene: str) -> str:
-    """Remove the gene symbol where it prefixes alleles: 'CYP2D6*4' -> '*4', 'CYP2C19 *1' -> '*1'."""
-    return _gene_prefix(gene).sub("", text)
-
-
-@lru_cache(maxsize=128)
-def _gene_prefix(gene: str) -> re.Pattern[str]:
-    return re.compile(r"(?<![A-Za-z0-9])" + re.escape(gene) + r"(?![A-Za-z0-9])\s*:?\s*", re.I)
+_strip_gene = strip_gene
 
 
 def _clean_pheno(text: str) -> str:
@@ -832,7 +841,11 @@ def _clip(text: str | None, n: int = 200) -> str | None:
 
 
 def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
+    """A FHIR array; a single object where an array belongs (``category``, ``coding``, ``component``,
+    ``derivedFrom`` sent as an object: seen from the CDS Hooks sandbox and EHRs) is read as a list of one."""
+    if isinstance(value, list):
+        return value
+    return [value] if isinstance(value, dict) else []
 
 
 def _s(value: Any) -> str | None:

@@ -19,6 +19,7 @@ from service.config import Settings
 from service.fhir.models import DraftOrder, PatientData
 from service.pgx import safety as _safety
 from service.pgx import phenoconversion as _phenoconv
+from service.pgx import unreadable as _unreadable
 from service.pgx import warfarin as _warfarin
 from service.pgx.drugs import recognise
 from service.pgx.guidelines import DEFAULT_INDICATOR, INDETERMINATE, NO_RESULT, Guideline, Population
@@ -101,6 +102,8 @@ def evaluate_order(
             rec = _evaluate(k, g, drug, profile, patient, order, settings, today)
             rec = _phenoconv.adjust(k, pc, g, drug, rec, lambda p, g=g, drug=drug: _evaluate(
                 k, g, drug, p, patient, order, settings, today))
+            if k.unreadable is not None:  # a result we cannot read never silences the alert (issue 11)
+                rec = _unreadable.guard(k.unreadable, g, drug, profile, rec, settings)
             if rec is not None:
                 out.append(rec)
     out += _phenoconv.reverse(k, profile, patient, order, co_orders, settings, today, lambda g, drug, p: _evaluate(

@@ -79,6 +79,7 @@ class Knowledge:
     drug_index: DrugIndex
     version: str
     files: dict[str, Path] = field(default_factory=dict)  # guideline id -> file
+    unreadable: Any = None  # service.pgx.unreadable.UnreadablePolicy (cards/unreadable.yaml)
     by_drug: dict[str, list[Guideline]] = field(default_factory=dict)  # drug name -> guidelines
     by_gene: dict[str, list[Guideline]] = field(default_factory=dict)  # gene -> guidelines
     rules: dict[tuple[str, str | None, str], list[CompiledRule]] = field(default_factory=dict)
@@ -167,7 +168,7 @@ def _guideline_files(dir_: Path) -> list[Path]:
 
 def _version(dir_: Path, files: list[Path]) -> str:
     h = hashlib.sha256()
-    extra = [dir_ / "phenoconversion.yaml"] if (dir_ / "phenoconversion.yaml").is_file() else []
+    extra = [dir_ / name for name in ("phenoconversion.yaml", "unreadable.yaml") if (dir_ / name).is_file()]
     for p in sorted([*files, *sorted((dir_ / "genes").glob("*.yaml")), *_safety.safety_files(dir_),
                      *sorted((dir_ / "valuesets").glob("*.yaml")), *extra]):
         h.update(p.relative_to(dir_).as_posix().encode())
@@ -215,11 +216,17 @@ def _build(dir_: Path) -> tuple[Knowledge | None, list[Problem]]:
     problems += _safety_checks(dir_, loaded, safety)
     pheno, pp = _load_phenoconversion(dir_, genes, bool(gp))
     problems += pp
+    from service.pgx.unreadable import check_policy, load_policy  # cards/unreadable.yaml
+
+    policy, policy_problems = load_policy(dir_)
+    policy_problems += check_policy(policy, {lg.guideline.id: lg.guideline for lg in loaded}, set(genes))
+    problems += [Problem(_rel(dir_, dir_ / "unreadable.yaml"), None, m.partition(": ")[2]) for m in policy_problems]
     k = None
     if not any(p.severity == "error" for p in problems):
         k = _index(dir_, loaded, genes, files, safety)
         k.valuesets = valuesets
         k.phenoconversion = pheno
+        k.unreadable = policy
     return k, problems
 
 

@@ -142,6 +142,28 @@ class GeneEvidence(BaseModel):
     phenoconversion: dict[str, Any] | None = None  # README: genes[].phenoconversion (set only with a perpetrator)
 
 
+class UnreadableEvidence(BaseModel):
+    """A result for one of the drug's genes that is on file but could not be interpreted (card extension
+    ``unreadable``): the raw value as the lab sent it, why it could not be used, and where it is."""
+
+    gene: str
+    value: str | None = None
+    reason: str
+    observation: str | None = None
+    phenotype: str | None = None  # "Indeterminate" when a result was read but gave no phenotype
+    recognised: list[str] = Field(default_factory=list)  # alleles of it that are in our table, with function
+
+
+class FollowUpTest(BaseModel):
+    """The test a card offers to order (cards/unreadable.yaml `follow_up`, else re-genotyping)."""
+
+    gene: str
+    text: str
+    loinc: str | None = None
+    why: str | None = None
+    citation: str | None = None
+
+
 class Recommendation(BaseModel):
     """One drug–guideline hit for one order: what CPIC says for this patient."""
 
@@ -167,3 +189,5 @@ class Recommendation(BaseModel):
     info_notes: list[str] = Field(default_factory=list)  # information shown without a warning sign
     knowledge_version: str
     interruptive: bool = True  # False for standard dosing: patient-view only
+    unreadable: list[UnreadableEvidence] = Field(default_factory=list)  # results that could not be interpreted
+    follow_up: list[FollowUpTest] = Field(default_factory=list)  # tests to order (test_before_prescribing)

@@ -17,11 +17,14 @@ All lookups are dictionary reads on tables built when the gene files are loaded.
 
 from __future__ import annotations
 
+import os
 import re
+from functools import lru_cache
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from service.pgx.diplotype import clean_result_text
 from service.pgx.genes import (
     AlleleDef,
     GeneDefinition,
@@ -39,12 +42,22 @@ __all__ = [
     "call_allele_presence",
     "call_phenotype",
     "call_reported_phenotype",
+    "names_known_alleles",
     "parse_diplotype",
     "phenotype_json",
 ]
 
 INDETERMINATE = "Indeterminate"
 _DEFAULT_GENES_DIR = Path(__file__).resolve().parents[2] / "cards" / "genes"
+
+
+def _default_genes_dir() -> Path:
+    """The gene files used when a caller passes no definition (the FHIR reader): the configured
+    knowledge directory (``$PGX_CDS_KNOWLEDGE_DIR``), else the source checkout's ``cards/genes``."""
+    configured = os.environ.get("PGX_CDS_KNOWLEDGE_DIR")
+    if configured and (Path(configured) / "genes").is_dir():
+        return Path(configured) / "genes"
+    return _DEFAULT_GENES_DIR
 
 _PHARMVAR_SUFFIX = re.compile(r"(\*\d+[A-Za-z]?)\.\d{3,}")
 _ZYGOSITY = re.compile(
@@ -118,6 +131,9 @@ def parse_diplotype(gene: str, text: str, gene_def: GeneDefinition | None = None
     s = text.strip().strip("\"'").strip()
     if "#" in s:  # GL string: namespace#version#value
         s = s.rsplit("#", 1)[1].strip()
+    s = clean_result_text(gene, s)  # the same cleaning as the FHIR reader (service.pgx.diplotype)
+    if not s:
+        return None
     if (gd is not None and gd.method == "allele_status") or gene.upper().startswith("HLA"):
         return _parse_hla(s)
     if gd is not None and gd.snp is not None:
@@ -129,8 +145,7 @@ def parse_diplotype(gene: str, text: str, gene_def: GeneDefinition | None = None
     if m:
         s, zyg = m.group("a").strip(), m.group("z").lower()
     s = _PHARMVAR_SUFFIX.sub(r"\1", s)
-    gene_re = re.compile(rf"^{re.escape(gene)}\b[\s:]*", re.IGNORECASE)
-    tandem_re = re.compile(rf"\+\s*{re.escape(gene)}\b\s*", re.IGNORECASE)
+    gene_re, tandem_re = _gene_res(gene)
     parts = [tandem_re.sub("+", gene_re.sub("", p.strip())).strip() for p in _SPLIT.split(s)]
     if not parts or any(not p for p in parts):
         return None
@@ -145,6 +160,24 @@ def parse_diplotype(gene: str, text: str, gene_def: GeneDefinition | None = None
             return (parts[0], parts[0])
         return (parts[0],)
     return tuple(parts)
+
+
+@lru_cache(maxsize=256)
+def _gene_res(gene: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    return (re.compile(rf"^{re.escape(gene)}\b[\s:]*", re.IGNORECASE),
+            re.compile(rf"\+\s*{re.escape(gene)}\b\s*", re.IGNORECASE))
+
+
+@lru_cache(maxsize=4096)  # the shipped gene tables do not change while the process runs
+def names_known_alleles(gene: str, text: str) -> bool:
+    """True when ``text`` parses (``parse_diplotype``) into alleles that are all in the gene's table,
+    e.g. ``ivacaftor non-responsive CFTR sequence/F508del``: the FHIR reader then takes the text as a
+    diplotype rather than looking for phenotype words inside allele names."""
+    gd = _default_definition(gene)
+    if gd is None or gd.method == "allele_status":
+        return False
+    tokens = parse_diplotype(gd.gene, text, gd)
+    return bool(tokens) and all(_resolve(gd, t)[0] is not None for t in tokens)
 
 
 def _parse_snp(gd: GeneDefinition, s: str) -> tuple[str, ...] | None:
@@ -166,7 +199,7 @@ def _parse_snp(gd: GeneDefinition, s: str) -> tuple[str, ...] | None:
 
 def _parse_hla(s: str) -> tuple[str, ...] | None:
     s = re.sub(r"\s+", "", s)
-    copies = s.split("+") if "+" in s else s.split("/")
+    copies = s.split("+") if "+" in s else s.split("/") if "/" in s else s.split(",")  # "B*15:02, B*40:01"
     if not 1 <= len(copies) <= 2 or any(not c for c in copies):
         return None
     out = []
@@ -194,12 +227,13 @@ def _hla_name(token: str) -> tuple[str, bool] | None:
 _DEFAULT_DEFS: dict[str, GeneDefinition] | None = None
 
 
+@lru_cache(maxsize=128)
 def _default_definition(gene: str) -> GeneDefinition | None:
     """The shipped definition of ``gene`` (only used when the caller passes none)."""
     global _DEFAULT_DEFS
     if _DEFAULT_DEFS is None:
         try:
-            _DEFAULT_DEFS = load_genes(_DEFAULT_GENES_DIR)
+            _DEFAULT_DEFS = load_genes(_default_genes_dir())
         except GeneDefinitionError:
             _DEFAULT_DEFS = {}
     return _find(_DEFAULT_DEFS, gene)
@@ -259,6 +293,11 @@ def _resolve(gd: GeneDefinition, token: str) -> tuple[AlleleDef | None, str | No
     if a is not None:
         return a, None
     k = allele_key(token)
+    if k.startswith("*") and not any(x.name.startswith("*") for x in gd.alleles):
+        # GL-style "G6PD*A-" for a gene whose alleles are not star names: the name after the '*'
+        a = gd.lookup(k[1:])
+        if a is not None:
+            return a, None
     if gd.copy_number_synonyms:
         m = re.fullmatch(r"(\*\d+)x(\d+|n|≥\d+)", k)
         if m:

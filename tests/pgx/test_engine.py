@@ -175,8 +175,11 @@ def test_pretest_multi_gene_lists_both_genes(k):
 def test_unreadable_result_is_not_a_pretest(k):
     prof = profile(unreadable=[UnreadableResult(gene="CYP2C19", reason="unparseable value")])
     r = run(k, prof, order("32968"))[0]
-    assert r.action == Action.no_recommendation
-    assert "could not be read" in r.detail
+    # issue 11: never silent: an interruptive card at least as strong as the pre-test card (clopidogrel is
+    # listed as high-risk in cards/unreadable.yaml: warning), saying what could not be read
+    assert r.rule_id == "clopidogrel-cyp2c19/unreadable" and r.interruptive and r.indicator == "warning"
+    assert "could not be interpreted" in r.detail and "unparseable value" in r.detail
+    assert "No CYP2C19 result on file" not in r.summary
 
 
 def test_observations_unavailable_is_not_a_pretest(k):
@@ -195,9 +198,12 @@ def test_indicator_override_and_disabled_rule(k):
 def test_indeterminate_uses_explicit_rule_and_reason(k):
     prof = profile(result("CYP2C19", "Indeterminate", "*1/*12", reason="*12 has uncertain function"))
     r = run(k, prof, order("32968"))[0]
-    assert r.rule_id == "clopidogrel-cyp2c19/acs-pci-ind"
-    assert r.action == Action.no_recommendation
-    assert "CYP2C19 result could not be interpreted" in r.summary
+    # the guideline's Indeterminate rule matched; the card is raised to the unreadable-result card and
+    # names that rule
+    assert r.rule_id == "clopidogrel-cyp2c19/unreadable" and r.interruptive
+    assert any(n.startswith("Guideline rule clopidogrel-cyp2c19/acs-pci-ind") for n in r.notes)
+    assert "CYP2C19 result on file could not be interpreted" in r.summary
+    assert "*12 has uncertain function" in r.detail and "*1/*12" in r.detail
     assert any("*12 has uncertain function" in n for n in r.notes)
 
 
@@ -211,8 +217,9 @@ def test_indeterminate_without_rule_engine_fallback(k):
         r = run(k, prof, order("195085"))[0]
     finally:
         k.rules[key] = saved
-    assert r.action == Action.no_recommendation and r.indicator == "info"
-    assert r.rule_id == "efavirenz-cyp2b6/indeterminate"
+    # the engine's fallback is raised to the unreadable-result card (efavirenz pre-test level: info)
+    assert r.interruptive and r.indicator == "info" and r.rule_id == "efavirenz-cyp2b6/unreadable"
+    assert any(n.startswith("Guideline rule efavirenz-cyp2b6/indeterminate") for n in r.notes)
     assert "could not be interpreted" in r.summary and "unknown allele *99" in r.detail
 
 
