@@ -21,6 +21,7 @@ import uuid
 
 import orjson
 
+from service.cdshooks.markdown import md_text
 from service.cdshooks.models import ActionModel, Card, Coding, Link, Source, Suggestion
 from service.fhir.models import DraftOrder
 from service.pgx.models import Action, Recommendation
@@ -58,15 +59,6 @@ def _truncate(text: str, limit: int = 139) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<])")
-_MD_CELL = re.compile(r"([\\`*_\[\]<|])")
-
-
-def md_text(text: str, *, cell: bool = False) -> str:
-    """Data (diplotypes, notes, labels) as literal markdown text: `*2/*2` must not become emphasis."""
-    return (_MD_CELL if cell else _MD_SPECIAL).sub(r"\\\1", " ".join(str(text).split()))
-
-
 def _lead(rec: Recommendation) -> str:
     """The first paragraph: readable on its own (clients that render markdown poorly show only this):
     this patient's result, the CPIC recommendation with its strength, and the advice."""
@@ -77,12 +69,19 @@ def _lead(rec: Recommendation) -> str:
         results.append(md_text(label) + (f" ({md_text(shown)})" if shown else ""))
     result = "; ".join(results) if results else "no result on file"
     strength = f" (CPIC strength: {rec.strength})" if rec.strength and rec.strength != "n/a" else ""
-    detail = " ".join(rec.detail.split())
+    detail = " ".join(_paragraphs(rec.detail)[0].split())
     return f"**Result:** {capitalise(result)}. **Recommendation for {md_text(rec.drug.name)}{strength}:** {detail}"
+
+
+def _paragraphs(text: str) -> list[str]:
+    """The recommendation text's paragraphs: the first joins the lead, the others follow it."""
+    return [p.strip() for p in re.split(r"\n\s*\n", text.strip()) if p.strip()] or [""]
 
 
 def _detail(rec: Recommendation) -> str:
     lines = [_lead(rec), ""]
+    for more in _paragraphs(rec.detail)[1:]:
+        lines += [more, ""]
     if rec.dose and rec.dose.text:
         lines += [f"**Dose guidance:** {md_text(rec.dose.text)}", ""]
     lines += ["**Evidence**", "", "| Gene | Result | Phenotype | Activity score | Source |", "|---|---|---|---|---|"]

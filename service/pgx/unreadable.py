@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.cdshooks.markdown import md_text
 from service.config import Settings
 from service.pgx.guidelines import INDETERMINATE, Guideline
 from service.pgx.models import Action, DrugRef, FollowUpTest, GenomicProfile, Recommendation, UnreadableEvidence
@@ -146,7 +147,7 @@ def guard(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, profile: Genomi
             update["notes"] = list(dict.fromkeys([*rec.notes, *also]))
         return rec.model_copy(update=update) if update else rec
     level = required_indicator(policy, g, drug, settings)
-    what = "; ".join(_describe(p) for p in problems)
+    what = "; ".join(_describe(p) for p in problems)  # plain text (notes are escaped where they are rendered)
     todo = _todo(tests)
     note = (f"Could not be interpreted: {what}. Review the laboratory report, confirm the result with the "
             f"laboratory, or {todo}.")
@@ -165,14 +166,16 @@ def guard(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, profile: Genomi
     genes_txt = "/".join(dict.fromkeys(p.gene for p in problems))
     hr = policy.drugs.get(drug.name)
     known = "; ".join(f"{p.gene}: {', '.join(p.recognised)}" for p in problems if p.recognised)
+    # the detail is markdown: the raw lab values in it must stay literal (`*2/*2` is not emphasis)
+    what_md, known_md, todo_md = md_text(what), md_text(known), md_text(todo)
     detail = (
         f"A {genes_txt} result is on file but **could not be interpreted**, so the {g.name} could not be "
-        f"applied to this {drug.name} order. {what[0].upper() + what[1:]}."
-        + (f" Recognised in it: {known}; a partial result gives no phenotype and must not be read as normal."
+        f"applied to this {drug.name} order. {what_md[0].upper() + what_md[1:]}."
+        + (f" Recognised in it: {known_md}; a partial result gives no phenotype and must not be read as normal."
            if known else "") + "\n\n"
         f"**What to do:** review the laboratory report; confirm the result with the laboratory; "
-        f"if it cannot be confirmed, {todo}. Until then, treat the {genes_txt} status as unknown."
-        + (f"\n\n**Why this matters for {drug.name}:** {hr.reason}" if hr else "")
+        f"if it cannot be confirmed, {todo_md}. Until then, treat the {genes_txt} status as unknown."
+        + (f"\n\n**Why this matters for {drug.name}:** {md_text(hr.reason)}" if hr else "")
     )
     update["notes"] = list(rec.notes)  # the detail already says what could not be read and what to do
     if rec.rule_id != f"{g.id}/unavailable":  # the guideline's own answer for this result, kept visible
@@ -223,5 +226,5 @@ def _todo(tests: list[FollowUpTest]) -> str:
         return "repeat the test"
     parts = []
     for t in tests:
-        parts.append(f"order **{t.text}**" + (f" ({t.why})" if t.loinc else ""))
+        parts.append(f"order {t.text}" + (f" ({t.why})" if t.loinc else ""))
     return "; ".join(parts)
