@@ -180,7 +180,9 @@ def _evaluate(
     if pop_note:
         notes.append(pop_note)
     if rule is not None and rule.full_id in settings.disabled_rules:
-        return None
+        if not any(INDETERMINATE in key.values for key in keys):
+            return None
+        rule = None  # a site may switch a rule off, but a result we cannot read still gets its card
     if rule is None:
         return _unmatched(k, g, drug, keys, notes, order, pop, pop_note)
     r = rule.rule

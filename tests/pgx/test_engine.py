@@ -208,6 +208,19 @@ def test_indeterminate_uses_explicit_rule_and_reason(k):
     assert any("*12 has uncertain function" in n for n in r.notes)
 
 
+def test_disabling_the_indeterminate_rule_does_not_silence_the_result(k):
+    """A site may switch a guideline rule off; the Indeterminate rule's card is then still raised to the
+    could-not-be-interpreted card (a result we cannot read never silences the alert)."""
+    prof = profile(result("CYP2C19", "Indeterminate", "*1/*12", reason="*12 has uncertain function"))
+    s = Settings(disabled_rules=["clopidogrel-cyp2c19/acs-pci-ind"])
+    recs = run(k, prof, order("32968"), settings=s)
+    assert [r.rule_id for r in recs] == ["clopidogrel-cyp2c19/unreadable"] and recs[0].interruptive
+    assert recs[0].indicator == "warning"
+    # an ordinary rule switched off still gives nothing
+    pm = profile(result("CYP2C19", "Poor Metabolizer", "*2/*2"))
+    assert run(k, pm, order("32968"), settings=Settings(disabled_rules=["clopidogrel-cyp2c19/acs-pci-pm-lpm"])) == []
+
+
 def test_indeterminate_without_rule_engine_fallback(k):
     prof = profile(result("CYP2B6", "Indeterminate", "*1/*99", reason="unknown allele *99"))
     # disable nothing; remove the rule from the index to simulate a file without an Indeterminate rule
