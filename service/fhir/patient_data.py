@@ -413,7 +413,7 @@ def _take_vitals(data: PatientData, observations: list[dict[str, Any]]) -> list[
     for obs in observations:
         code = obs.get("code")
         codes = {c.get("code") for c in _list(code.get("coding") if isinstance(code, dict) else None)
-                 if isinstance(c, dict)}
+                 if isinstance(c, dict) and isinstance(c.get("code"), str)}  # untrusted: any JSON type
         kind = "w" if codes & _WEIGHT_CODES else "h" if codes & _HEIGHT_CODES else None
         if kind is None:
             rest.append(obs)

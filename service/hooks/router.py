@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from service.auth.jwt import MAX_TOKEN_BYTES, AuthError, Principal
 from service.hooks.discovery import SERVICES
+from service.hooks.bodies import check_depth
 from service.hooks.errors import HookError, hook_error_response
 from service.hooks.pipeline import run_hook
 from service.cdshooks.models import FeedbackRequest, HookRequest
@@ -89,9 +90,10 @@ async def _json_body(request: Request) -> Any:
         if len(body) > limit:
             raise HookError(413, f"Request body larger than {limit} bytes", code="too-costly")
     try:
-        return orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise HookError(400, "Request body is not valid JSON", code="structure") from None
+    return check_depth(parsed)
 
 
 async def get_discovery(request: Request) -> Response:
