@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.auth.jwt import JwtVerifier
-from service.cache.store import make_kv
+from service.cache.store import RedisKV, make_kv
 from service.config import Settings, get_settings
 from service.feedback.store import FeedbackStore
 from service.fhir.client import FhirClient
@@ -110,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 message="No issuers configured: every caller is trusted. Bind to loopback only; "
                 "configure PGX_CDS_ISSUERS for anything else.",
             )
+        if isinstance(kv, RedisKV):
+            await kv.start()  # a Cluster's slot map now, not inside a request's time budget
+            await app.state.feedback.drain()  # feedback left in the spool by a previous run
         log.info("started", version=__version__, knowledge=knowledge.version, cache=kv.backend)
         # The knowledge base is a large, long-lived object graph: move it out of the collector's way so
         # full collections do not traverse it on every cycle (lower p99 under load).
@@ -122,7 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if app.state.tracer_provider is not None:
             app.state.tracer_provider.shutdown()
-        await deps.card_rules.flush()
+        await deps.card_rules.close()
+        await app.state.feedback.close()
         await fhir.aclose()
         await jwks_http.aclose()
         await kv.close()

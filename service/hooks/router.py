@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from service.auth.jwt import MAX_TOKEN_BYTES, AuthError, Principal
 from service.hooks.discovery import SERVICES
+from service.feedback.store import batch_too_large
 from service.hooks.bodies import check_depth
 from service.hooks.errors import HookError, hook_error_response
 from service.hooks.pipeline import run_hook
@@ -157,6 +158,8 @@ async def post_feedback(request: Request) -> Response:
     if service_id not in SERVICES:
         raise _unknown_service(service_id)
     raw = await _json_body(request)
+    if too_large := batch_too_large(raw):
+        raise HookError(413, too_large, code="too-costly")
     try:
         fb = FeedbackRequest.model_validate(raw)
     except ValidationError as exc:

@@ -18,6 +18,8 @@ FHIR_LATENCY = Histogram("pgx_cds_fhir_seconds", "Outbound FHIR call latency", [
 FHIR_ERRORS = Counter("pgx_cds_fhir_errors_total", "Outbound FHIR call failures", ["kind"])
 REDIS_UP = Gauge("pgx_cds_redis_up", "1 when the last Redis call succeeded")
 REDIS_ERRORS = Counter("pgx_cds_redis_errors_total", "Redis calls that failed or timed out (cache bypassed)", ["op"])
+REDIS_WRITES_DROPPED = Counter("pgx_cds_redis_writes_dropped_total",
+                               "Writes given up after Redis stayed unavailable (bounded queue full, shutdown)", ["kind"])
 FEEDBACK = Counter("pgx_cds_feedback_total", "Card feedback received", ["outcome", "rule"])
 AUTH_FAILURES = Counter("pgx_cds_auth_failures_total", "Rejected JWTs", ["reason"])
 PREFETCH_412 = Counter("pgx_cds_precondition_failed_total", "412 answers: required data unobtainable", ["service"])

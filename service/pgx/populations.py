@@ -209,15 +209,21 @@ def _population_state(k: Knowledge, p: Population, drug: DrugRef, patient: Patie
     return None
 
 
+def _listed(value: Any) -> list[Any]:
+    """A FHIR array field, or [] when the (untrusted) value is anything else."""
+    return value if isinstance(value, list) else []
+
+
 def patient_codes(patient: PatientData, order: DraftOrder | None, *, remission: bool = False) -> set[tuple[str, str]]:
     """(system, code) of the patient's active conditions and the order's reasons."""
     codes: set[tuple[str, str]] = set()
     for c in patient.conditions:
         if not isinstance(c, dict) or not condition_active(c, remission=remission):
             continue
-        for coding in (c.get("code") or {}).get("coding") or []:
-            if isinstance(coding, dict) and coding.get("system") and coding.get("code"):
-                codes.add((system_uri(str(coding["system"])), str(coding["code"]).strip()))
+        code = c.get("code")
+        for coding in _listed(code.get("coding")) if isinstance(code, dict) else []:  # untrusted: any JSON type
+            if isinstance(coding, dict) and isinstance(coding.get("system"), str) and isinstance(coding.get("code"), str):
+                codes.add((system_uri(coding["system"]), coding["code"].strip()))
     if order is not None:
         for rc in order.reason_codes:
             if rc.system and rc.code:
@@ -228,9 +234,9 @@ def patient_codes(patient: PatientData, order: DraftOrder | None, *, remission: 
 def condition_active(c: dict[str, Any], *, remission: bool = False) -> bool:
     inactive = {"inactive", "resolved"} | (set() if remission else {"remission"})
     for field_, bad in (("clinicalStatus", inactive), ("verificationStatus", {"refuted", "entered-in-error"})):
-        cc = c.get(field_) or {}
-        for coding in cc.get("coding") or [] if isinstance(cc, dict) else []:
-            if isinstance(coding, dict) and coding.get("code") in bad:
+        cc = c.get(field_)
+        for coding in _listed(cc.get("coding")) if isinstance(cc, dict) else []:
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str) and coding["code"] in bad:
                 return False
     return True
 
@@ -273,7 +279,7 @@ def situational_notes(k: Knowledge, g: Guideline, pop: Population, drug: str, ru
 def _active_meds(patient: PatientData, order: DraftOrder | None) -> list[dict[str, Any]]:
     out = []
     for m in patient.medications:
-        if not isinstance(m, dict) or m.get("status") in _INACTIVE_MED:
+        if not isinstance(m, dict) or (isinstance(m.get("status"), str) and m["status"] in _INACTIVE_MED):
             continue
         if order is not None and order.id and m.get("id") == order.id:
             continue
@@ -284,10 +290,10 @@ def _active_meds(patient: PatientData, order: DraftOrder | None) -> list[dict[st
 def current_med_codes(k: Knowledge, patient: PatientData, order: DraftOrder | None) -> set[str]:
     codes: set[str] = set()
     for m in _active_meds(patient, order):
-        cc = m.get("medicationCodeableConcept") or {}
-        for coding in cc.get("coding") or [] if isinstance(cc, dict) else []:
-            if isinstance(coding, dict) and coding.get("code"):
-                codes.add(str(coding["code"]))
+        cc = m.get("medicationCodeableConcept")
+        for coding in _listed(cc.get("coding")) if isinstance(cc, dict) else []:
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str) and coding["code"]:
+                codes.add(coding["code"])
         codes.update(ref.rxnorm for ref in medication_request_drugs(k.drug_index, m))
     return codes
 

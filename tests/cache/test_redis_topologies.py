@@ -3,6 +3,7 @@ the feedback export and a hook call through the app all work, and the data lands
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -47,6 +48,7 @@ def cluster(tmp_path):
 
 async def _store_roundtrip(url: str) -> None:
     kv = RedisKV(url, timeout_ms=1000)
+    assert await kv.start()
     await kv.set_many([("topo:a", b"1", 60), ("topo:b", b"2", 60)])
     assert await kv.get("topo:b") == b"2"
     assert await kv.set_nx("topo:a", b"x", 60) is False
@@ -92,6 +94,55 @@ async def test_cluster_url_uses_the_cluster(cluster):
 def test_service_runs_on_a_cluster(cluster, tmp_path):
     node, url = cluster
     _service_and_export(url, redis.Redis(port=node.port), tmp_path)
+
+
+def test_the_cluster_client_is_initialised_at_start_up(cluster, tmp_path):
+    """Regression (issue 12): the cluster client learnt its slot map lazily, inside the first request's
+    100 ms Redis call; on a loaded machine that timed out, opened the circuit breaker and lost the card ->
+    rule records (test_service_runs_on_a_cluster failed now and then). Now the slot map is read when the
+    application starts, before any request."""
+    node, url = cluster
+    with make_client(redis_url=url, feedback_file=tmp_path / "f.ndjson") as c:
+        kv = c.app.state.kv
+        assert kv.client._initialize is False  # redis-py: slot map known, no lazy initialisation left
+        assert not kv.degraded
+
+
+async def test_a_call_never_initialises_the_cluster_inside_its_time_budget(cluster):
+    node, url = cluster
+    kv = RedisKV(url, timeout_ms=100)
+    assert await kv.get("k") is None and kv.degraded  # not started: a miss, and no initialisation began
+    assert kv.client._initialize is True
+    assert await kv.start() and await kv.set("k", b"v", 60) and await kv.get("k") == b"v"
+    await kv.close()
+
+
+async def test_a_cluster_down_at_start_up_is_joined_when_it_comes_up(tmp_path):
+    from service.cache.clock import ManualClock
+
+    clock = ManualClock()
+    port = free_port()
+    kv = RedisKV(f"redis+cluster://127.0.0.1:{port}", timeout_ms=100, clock=clock)
+    assert await kv.start() is False and kv.degraded  # nothing listens yet; the service still starts
+    node = RedisProcess(port=port, args=["--cluster-enabled", "yes", "--cluster-config-file",
+                                         str(tmp_path / "nodes.conf"), "--cluster-port", str(free_port())])
+    node.start()
+    try:
+        admin = redis.Redis(port=port)
+        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        for _ in range(200):
+            if b"cluster_state:ok" in admin.execute_command("CLUSTER", "INFO"):
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(50):  # the background task retries on the (manual) clock
+            await clock.advance(10)
+            if not kv.degraded:
+                break
+            await asyncio.sleep(0.05)
+        assert not kv.degraded and await kv.set("k", b"v", 60) and await kv.get("k") == b"v"
+    finally:
+        await kv.close()
+        node.stop()
 
 
 @pytest.mark.parametrize("url, why", [

@@ -85,3 +85,22 @@ def test_deep_feedback_is_a_clear_400(client):
                           "overrideReason": {"reason": _nest(500), "userComment": "x"}}]}
     r = _post_raw(client, "/cds-services/pgx-order-select/feedback", body)
     assert r.status_code == 400 and "nested" in r.text
+
+
+@pytest.mark.parametrize("condition", [
+    {"clinicalStatus": {"coding": [{"code": ["active"]}]}},
+    {"clinicalStatus": {"coding": 5}},
+    {"verificationStatus": {"coding": [{"code": {"x": 1}}]}},
+    {"code": {"coding": 7}},
+    {"code": {"coding": [{"system": ["x"], "code": {"y": 1}}]}},
+    {"code": ["not", "a", "CodeableConcept"]},
+])
+def test_odd_conditions_are_not_a_500(client, condition):
+    """Regression (found by test_fuzz_resources): a Condition whose status or code Coding had a list or
+    object `code`, or a `coding` that was not a list, raised TypeError in population matching."""
+    body = rq.order_select()
+    body["prefetch"]["conditions"] = rq.bundle({"resourceType": "Condition", "id": "c1",
+                                                "subject": {"reference": "Patient/pgx-demo-1"}, **condition})
+    r = client.post(SELECT, json=body)
+    assert r.status_code == 200, r.text
+
