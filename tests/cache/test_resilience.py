@@ -96,15 +96,16 @@ async def test_redis_failing_serves_the_last_local_copy_instead_of_refetching(re
 async def test_writes_lost_while_redis_failed_are_made_again(redis_server, redis_url):
     """Regression: de-duplication and card-rule writes that a failing Redis dropped were remembered as
     done, so they were skipped until half their TTL had passed and order-sign repeated the card."""
-    import asyncio
-
     from service.config import Settings
     from service.hooks.discovery import SERVICES
     from service.hooks.pipeline import run_hook
     from service.hooks.schemas import HookRequest
     from service.main import create_app
 
+    from service.cache.clock import ManualClock
+
     app = create_app(Settings(redis_url=redis_url, redis_timeout_ms=100, log_level="warning"))
+    app.state.kv.clock = clock = ManualClock()
     select, sign = SERVICES["pgx-order-select"], SERVICES["pgx-order-sign"]
     body = rq.order_select()
     redis_server.pause()
@@ -113,7 +114,7 @@ async def test_writes_lost_while_redis_failed_are_made_again(redis_server, redis
         assert len(out.response.cards) == 1  # answered without Redis
     finally:
         redis_server.resume()
-    await asyncio.sleep(1.1)  # past the circuit breaker
+    await clock.advance(app.state.kv.BREAKER_S + 0.1)  # past the circuit breaker
     await run_hook(select, HookRequest.model_validate(body), app.state.deps, None)  # Redis is back
     signed = await run_hook(sign, HookRequest.model_validate(rq.order_sign()), app.state.deps, None)
     assert signed.response.cards == []  # the card shown at order-select is not repeated

@@ -61,3 +61,46 @@ async def test_redis_paused_respects_timeout(redis_server, redis_url):
         await asyncio.sleep(0.05)
     assert await kv.get("k") == b"v"
     await kv.close()
+
+
+async def test_circuit_breaker_on_an_injected_clock(redis_server, redis_url):
+    """The breaker opens on a connection failure, answers at once while open and closes when the
+    (manual) clock passes BREAKER_S: no test sleeps against it."""
+    from service.cache.clock import ManualClock
+
+    clock = ManualClock()
+    kv = RedisKV(redis_url, timeout_ms=200, clock=clock)
+    assert await kv.set("k", b"v", 60)
+    redis_server.stop()
+    try:
+        assert await kv.get("k") is None and kv.degraded  # connection refused: the breaker opens
+    finally:
+        redis_server.start()
+    import redis
+
+    redis.Redis.from_url(redis_url).set("pgx-cds:k", b"back")  # Redis is back, but the breaker is open:
+    assert await kv.get("k") is None and await kv.set("k2", b"v", 60) is False  # not asked
+    await clock.advance(kv.BREAKER_S / 2)
+    assert await kv.get("k") is None and kv.degraded  # still open
+    await clock.advance(kv.BREAKER_S)
+    assert await kv.get("k") == b"back" and not kv.degraded
+    await kv.close()
+
+
+async def test_one_timeout_does_not_open_the_breaker(redis_server, redis_url):
+    """One slow answer (or an event-loop stall measured as one) is a miss for that call only; the breaker
+    opens after BREAKER_AFTER timeouts in a row."""
+    from service.cache.clock import ManualClock
+
+    kv = RedisKV(redis_url, timeout_ms=100, clock=ManualClock())
+    assert await kv.set("k", b"v", 60)
+    redis_server.pause()
+    try:
+        assert await kv.get("k") is None
+        assert kv._retry_at == 0.0  # not open
+        for _ in range(kv.BREAKER_AFTER - 1):
+            await kv.get("k")
+        assert kv._retry_at > 0.0  # open now
+    finally:
+        redis_server.resume()
+    await kv.close()

@@ -100,3 +100,54 @@ def test_feedback_days_after_the_card_still_finds_its_rule(redis_url, tmp_path):
         records = [json.loads(f[b"json"]) for _, f in redis.Redis.from_url(redis_url).xrange("pgx-cds:feedback")]
     rules = {r["card"]: r["rule"] for r in records}
     assert rules["card-old"] == "rule-x" and rules["card-too-old"] is None
+
+
+# ------------------------------------------------------------------ issue 12: batch limit, pipelining
+
+
+def _items(n: int, prefix: str = "card") -> list[dict]:
+    return [item(card=f"{prefix}-{i}", outcomeTimestamp=f"2026-11-21T10:{i // 60 % 60:02d}:{i % 60:02d}Z")
+            for i in range(n)]
+
+
+def test_a_batch_above_the_limit_is_413_with_a_clear_message(client):
+    from service.feedback.store import MAX_FEEDBACK_ITEMS
+
+    r = client.post(FB, json={"feedback": _items(MAX_FEEDBACK_ITEMS + 1)})
+    assert r.status_code == 413, r.text
+    assert f"At most {MAX_FEEDBACK_ITEMS} feedback items" in r.json()["issue"][0]["diagnostics"]
+    assert client.post(FB, json={"feedback": _items(MAX_FEEDBACK_ITEMS)}).json() == {"stored": MAX_FEEDBACK_ITEMS}
+
+
+def test_a_full_batch_takes_two_redis_round_trips(redis_url, tmp_path):
+    """Regression (issue 12): several sequential Redis round trips per item (10,000 items took 23-34 s).
+    Now: one for the card -> rule lookups, one for storing; whatever the batch size."""
+    import redis
+
+    from service.cache.store import RedisKV
+    from service.feedback.store import MAX_FEEDBACK_ITEMS
+
+    with make_client(redis_url=redis_url, feedback_file=tmp_path / "f.ndjson") as c:
+        kv = c.app.state.kv
+        calls: list[str] = []
+        for name in ("_call",):
+            original = getattr(RedisKV, name)
+
+            async def counted(self, op, coro, default, timeout_s=None, _original=original):
+                calls.append(op)
+                return await _original(self, op, coro, default, timeout_s)
+
+            kv._call = counted.__get__(kv)
+        r = c.post(FB, json={"feedback": _items(MAX_FEEDBACK_ITEMS)})
+        assert r.json() == {"stored": MAX_FEEDBACK_ITEMS}
+        assert calls == ["hmget_first", "eval_many"]
+    assert redis.Redis.from_url(redis_url).xlen("pgx-cds:feedback") == MAX_FEEDBACK_ITEMS
+
+
+def test_an_item_repeated_inside_a_batch_is_stored_once(redis_url, tmp_path):
+    with make_client(redis_url=redis_url, feedback_file=tmp_path / "f.ndjson") as c:
+        assert c.post(FB, json={"feedback": [item(), item(), item(card="b")]}).json() == {"stored": 2}
+        assert c.post(FB, json={"feedback": [item(), item(card="b"), item(card="c")]}).json() == {"stored": 1}
+    import redis
+
+    assert redis.Redis.from_url(redis_url).xlen("pgx-cds:feedback") == 3
