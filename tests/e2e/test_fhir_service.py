@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def sekmet(tmp_path_factory):
     if not sekmet_available():
-        pytest.skip("sekmet-fhir is not installed")
+        pytest.fail("sekmet-fhir is not installed: run `make install` (it is a test dependency)")
     server = start_sekmet(tmp_path_factory.mktemp("sekmet-e2e"))
     yield server
     stop_sekmet(server)

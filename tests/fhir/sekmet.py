@@ -159,7 +159,7 @@ def stop_sekmet(server: SekmetServer, *, cleanup: bool = True) -> None:
 def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetServer]:
     """Session-wide sekmet FHIR server, seeded with fhir_profiles/bundles/*.json."""
     if not sekmet_available():
-        pytest.skip("sekmet-fhir is not installed (pip install sekmet-fhir==0.1.1)")
+        pytest.fail("sekmet-fhir is not installed: run `make install` (it is a test dependency)")
     server = start_sekmet(tmp_path_factory.mktemp("sekmet"))
     try:
         yield server

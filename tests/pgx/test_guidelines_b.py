@@ -9,7 +9,6 @@ dose and alternatives against the CPIC recommendation for that case.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from datetime import date
 from pathlib import Path
@@ -101,8 +100,6 @@ def test_known_rxnorm_codes() -> None:
 # --------------------------------------------------------------------------------------------
 # Part 2: knowledge base checks and card-level cases through the engine
 
-_ENGINE = importlib.util.find_spec("service.pgx.engine") is not None
-needs_engine = pytest.mark.skipif(not _ENGINE, reason="service.pgx.engine (helper-2) is not available")
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +116,6 @@ def settings():
     return Settings()
 
 
-@needs_engine
 def test_check_knowledge_clean_for_our_files() -> None:
     from service.pgx.knowledge import check_knowledge
 
@@ -160,7 +156,6 @@ def _med(rxnorm: str, authored: str) -> dict:
 HLA_B_NEG = ["*57:01 negative", "*58:01 negative", "*15:02 negative"]
 
 
-@needs_engine
 def test_abacavir_b5701_positive_avoid(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "190521",
                   _profile(_call("HLA-B", "*57:01 positive", status=["*57:01 positive", "*58:01 negative", "*15:02 negative"])))
@@ -168,20 +163,17 @@ def test_abacavir_b5701_positive_avoid(knowledge, settings) -> None:
     assert r.interruptive is True
 
 
-@needs_engine
 def test_abacavir_negative_standard(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "190521", _profile(_call("HLA-B", "negative", status=HLA_B_NEG)))
     assert (r.action, r.strength) == (Action.standard_dosing, "Strong")
 
 
-@needs_engine
 def test_allopurinol_b5801_positive_avoid(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "519",
                   _profile(_call("HLA-B", "x", status=["*57:01 negative", "*58:01 positive", "*15:02 negative"])))
     assert (r.rule_id, r.action, r.strength) == ("allopurinol-hla-b/b5801-positive", Action.avoid, "Strong")
 
 
-@needs_engine
 def test_celecoxib_poor_metabolizer(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "140587", _profile(_call("CYP2C9", "Poor Metabolizer", score="0.5")))
     assert (r.action, r.strength) == (Action.alternative_or_reduced_dose, "Moderate")
@@ -191,14 +183,12 @@ def test_celecoxib_poor_metabolizer(knowledge, settings) -> None:
     assert "25-50%" in r.summary and "celecoxib" in r.summary
 
 
-@needs_engine
 def test_meloxicam_as1_half_dose(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "41493", _profile(_call("CYP2C9", "Intermediate Metabolizer", score="1.0")))
     assert (r.action, r.strength) == (Action.alternative_or_reduced_dose, "Moderate")
     assert r.dose is not None and r.dose.factor == 0.5
 
 
-@needs_engine
 def test_piroxicam_and_tenoxicam_as1(knowledge, settings) -> None:
     p = _profile(_call("CYP2C9", "Intermediate Metabolizer", score="1.0"))
     pir = _evaluate(knowledge, settings, "8356", p)
@@ -208,13 +198,11 @@ def test_piroxicam_and_tenoxicam_as1(knowledge, settings) -> None:
     assert "celecoxib" in {a.name for a in ten.alternatives}
 
 
-@needs_engine
 def test_ibuprofen_as15_standard(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "5640", _profile(_call("CYP2C9", "Intermediate Metabolizer", score="1.5")))
     assert (r.action, r.strength, r.interruptive) == (Action.standard_dosing, "Moderate", False)
 
 
-@needs_engine
 def test_phenytoin_b1502_positive_naive_avoid(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "8183", _profile(
         _call("CYP2C9", "Normal Metabolizer", score="2.0"),
@@ -223,14 +211,12 @@ def test_phenytoin_b1502_positive_naive_avoid(knowledge, settings) -> None:
     assert "carbamazepine" in r.summary
 
 
-@needs_engine
 def test_phenytoin_b1502_positive_without_cyp2c9(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "72236", _profile(
         _call("HLA-B", "x", status=["*57:01 negative", "*58:01 negative", "*15:02 positive"])))
     assert (r.action, r.strength) == (Action.avoid, "Strong")
 
 
-@needs_engine
 def test_phenytoin_b1502_positive_long_term_use(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "8183", _profile(
         _call("CYP2C9", "Normal Metabolizer", score="2.0"),
@@ -240,7 +226,6 @@ def test_phenytoin_b1502_positive_long_term_use(knowledge, settings) -> None:
         "phenytoin-cyp2c9-hla-b/long-term-b1502-positive", Action.standard_dosing_with_caution, "Optional")
 
 
-@needs_engine
 def test_phenytoin_recent_start_stays_naive(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "8183", _profile(
         _call("CYP2C9", "Normal Metabolizer", score="2.0"),
@@ -249,7 +234,6 @@ def test_phenytoin_recent_start_stays_naive(knowledge, settings) -> None:
     assert r.action == Action.avoid
 
 
-@needs_engine
 def test_phenytoin_cyp2c9_poor_halves_maintenance(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "8183", _profile(
         _call("CYP2C9", "Poor Metabolizer", score="0.5"), _call("HLA-B", "neg", status=HLA_B_NEG)))
@@ -257,28 +241,24 @@ def test_phenytoin_cyp2c9_poor_halves_maintenance(knowledge, settings) -> None:
     assert r.dose is not None and r.dose.factor == 0.5
 
 
-@needs_engine
 def test_phenytoin_cyp2c9_as1_quarter_less(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "8183", _profile(_call("CYP2C9", "Intermediate Metabolizer", score="1.0")))
     assert (r.action, r.strength) == (Action.reduce_dose, "Moderate")
     assert r.dose is not None and r.dose.factor == 0.75
 
 
-@needs_engine
 def test_carbamazepine_a3101_positive_avoid(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "2002", _profile(
         _call("HLA-A", "*31:01 positive", status=["*31:01 positive"]), _call("HLA-B", "neg", status=HLA_B_NEG)))
     assert (r.rule_id, r.action, r.strength) == ("carbamazepine-hla/cbz-naive-a3101-positive", Action.avoid, "Strong")
 
 
-@needs_engine
 def test_carbamazepine_b1502_positive_avoid(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "2002", _profile(
         _call("HLA-B", "x", status=["*57:01 negative", "*58:01 negative", "*15:02 positive"])))
     assert (r.action, r.strength) == (Action.avoid, "Strong")
 
 
-@needs_engine
 def test_oxcarbazepine_b1502_positive_avoid_and_hla_a_ignored(knowledge, settings) -> None:
     pos = _evaluate(knowledge, settings, "32624", _profile(
         _call("HLA-A", "*31:01 positive", status=["*31:01 positive"]),
@@ -289,7 +269,6 @@ def test_oxcarbazepine_b1502_positive_avoid_and_hla_a_ignored(knowledge, setting
     assert (neg.action, neg.strength) == (Action.standard_dosing, "Strong")
 
 
-@needs_engine
 def test_capecitabine_dpyd(knowledge, settings) -> None:
     im = _evaluate(knowledge, settings, "194000", _profile(_call("DPYD", "Intermediate Metabolizer", score="1.0")))
     assert (im.action, im.strength) == (Action.reduce_dose, "Strong")
@@ -298,7 +277,6 @@ def test_capecitabine_dpyd(knowledge, settings) -> None:
     assert (pm.action, pm.strength, pm.indicator) == (Action.avoid, "Strong", "critical")
 
 
-@needs_engine
 def test_mercaptopurine_tpmt_pm_malignancy(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "103", _profile(
         _call("TPMT", "Poor Metabolizer"), _call("NUDT15", "Normal Metabolizer")),
@@ -309,7 +287,6 @@ def test_mercaptopurine_tpmt_pm_malignancy(knowledge, settings) -> None:
     assert r.population_note is None
 
 
-@needs_engine
 def test_azathioprine_tpmt_pm_population_unknown(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "1256", _profile(
         _call("TPMT", "Poor Metabolizer"), _call("NUDT15", "Normal Metabolizer")))
@@ -319,7 +296,6 @@ def test_azathioprine_tpmt_pm_population_unknown(knowledge, settings) -> None:
     assert "Malignancy" in r.detail  # both paths are explained
 
 
-@needs_engine
 def test_thioguanine_nudt15_pm_malignancy_quarter_dose(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "10485", _profile(
         _call("TPMT", "Normal Metabolizer"), _call("NUDT15", "Poor Metabolizer")),
@@ -328,7 +304,6 @@ def test_thioguanine_nudt15_pm_malignancy_quarter_dose(knowledge, settings) -> N
     assert r.dose is not None and r.dose.factor == 0.25
 
 
-@needs_engine
 def test_thioguanine_tpmt_im_moderate(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "10485", _profile(
         _call("TPMT", "Intermediate Metabolizer"), _call("NUDT15", "Normal Metabolizer")))
@@ -336,13 +311,11 @@ def test_thioguanine_tpmt_im_moderate(knowledge, settings) -> None:
     assert "50-80%" in r.summary
 
 
-@needs_engine
 def test_thiopurine_both_unknown_asks_for_tpmt_activity(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "103", _profile(_call("TPMT", "Indeterminate")))
     assert (r.action, r.strength, r.indicator) == (Action.test_before_prescribing, "Strong", "warning")
 
 
-@needs_engine
 def test_g6pd(knowledge, settings) -> None:
     deficient = _profile(_call("G6PD", "Deficient"))
     ras = _evaluate(knowledge, settings, "283821", deficient)
@@ -355,7 +328,6 @@ def test_g6pd(knowledge, settings) -> None:
     assert (var.action, var.strength) == (Action.test_before_prescribing, "Moderate")
 
 
-@needs_engine
 def test_sevoflurane_ryr1_mhs(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "36453", _profile(_call("RYR1", "Malignant Hyperthermia Susceptibility")))
     assert (r.action, r.strength, r.indicator) == (Action.avoid, "Strong", "critical")
@@ -364,7 +336,6 @@ def test_sevoflurane_ryr1_mhs(knowledge, settings) -> None:
     assert (s.rule_id, s.action) == ("volatile-anesthetics-ryr1-cacna1s/mhs-cacna1s", Action.avoid)
 
 
-@needs_engine
 def test_gentamicin_mt_rnr1_increased_risk(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "1596450",
                   _profile(_call("MT-RNR1", "increased risk of aminoglycoside-induced hearing loss")))
@@ -374,40 +345,34 @@ def test_gentamicin_mt_rnr1_increased_risk(knowledge, settings) -> None:
     assert (u.action, u.strength) == (Action.standard_dosing, "Optional")
 
 
-@needs_engine
 def test_ivacaftor_non_responsive(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "1243041", _profile(_call("CFTR", "ivacaftor non-responsive in CF patients")))
     assert (r.action, r.strength) == (Action.avoid, "Moderate")
 
 
-@needs_engine
 def test_peginterferon_unfavorable(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "120608", _profile(_call("IFNL3", "Unfavorable response genotype")))
     assert (r.action, r.strength) == (Action.consider_alternative, "Strong")
 
 
-@needs_engine
 def test_simvastatin_poor_function(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "36567", _profile(_call("SLCO1B1", "Poor Function")))
     assert (r.rule_id, r.action, r.strength) == ("statins/simvastatin-poor", Action.avoid, "Strong")
     assert {"301542", "83367", "42463", "41127", "861634"} == {a.rxnorm for a in r.alternatives}
 
 
-@needs_engine
 def test_simvastatin_decreased_function(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "36567", _profile(_call("SLCO1B1", "Decreased Function")))
     assert (r.action, r.strength) == (Action.alternative_or_reduced_dose, "Strong")
     assert "decreased function" in r.summary and "20 mg" in r.summary
 
 
-@needs_engine
 def test_atorvastatin_decreased_capped(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "83367", _profile(_call("SLCO1B1", "Possible Decreased Function")))
     assert (r.action, r.strength) == (Action.reduce_dose, "Moderate")
     assert r.dose is not None and r.dose.max_daily_mg == 40
 
 
-@needs_engine
 def test_fluvastatin_cyp2c9_poor(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "41127", _profile(
         _call("SLCO1B1", "Normal Function"), _call("CYP2C9", "Poor Metabolizer", score="0.0")))
@@ -418,7 +383,6 @@ def test_fluvastatin_cyp2c9_poor(knowledge, settings) -> None:
     assert (both.action, both.strength) == (Action.consider_alternative, "Optional")
 
 
-@needs_engine
 def test_rosuvastatin_abcg2_poor(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "301542", _profile(
         _call("SLCO1B1", "Normal Function"), _call("ABCG2", "Poor Function")))
@@ -429,7 +393,6 @@ def test_rosuvastatin_abcg2_poor(knowledge, settings) -> None:
     assert worse.dose is not None and worse.dose.max_daily_mg == 10
 
 
-@needs_engine
 def test_rosuvastatin_slco1b1_only(knowledge, settings) -> None:
     r = _evaluate(knowledge, settings, "301542", _profile(_call("SLCO1B1", "Poor Function")))
     assert (r.action, r.strength) == (Action.reduce_dose, "Moderate")

@@ -278,8 +278,6 @@ def test_cookie_settings_are_configurable():
 
 def test_real_engine_path_reports_fhir_401_as_token_rejected(monkeypatch):
     """load_profile itself: a 401 from the FHIR client becomes TokenRejected (no engine call needed)."""
-    pytest.importorskip("service.fhir.patient_data")
-    pytest.importorskip("service.pgx.engine")
     from service.fhir.client import FhirClient
     from service.smart.data import load_profile
 
