@@ -43,6 +43,8 @@ _DEDUPE_TTL = 7 * 24 * 3600
 MAX_FEEDBACK_ITEMS = 1000
 #: a batch's Redis round trips (rule lookup, storage) may take this long: no clinician waits on feedback
 REDIS_BATCH_TIMEOUT_S = 2.0
+#: the spool stops growing here (a long outage): further feedback is answered 503, the EHR retries later
+MAX_SPOOL_BYTES = 64 * 1024 * 1024
 _UNRESOLVED = "__unresolved__"  # rule of a spooled record whose card -> rule record could not be read yet
 
 CARD_RULE_DAYS = 8  # feedback on a card is counted for its rule up to this many days after it was shown
@@ -55,6 +57,10 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then
 end
 return 0
 """
+
+
+class FeedbackUnavailable(Exception):
+    """Feedback could not be stored now (Redis away and the spool full); the caller answers 503."""
 
 
 def card_rule_bucket(day: date | None = None) -> str:
@@ -96,6 +102,7 @@ class FeedbackStore:
         self.clock = clock
         self._spooled: set[str] = set()  # idents this process spooled (answers a retry during the outage)
         self._drainer: asyncio.Task | None = None
+        self.max_spool_bytes = MAX_SPOOL_BYTES
 
     # ------------------------------------------------------------------------------------------ store
 
@@ -155,6 +162,9 @@ class FeedbackStore:
                         stored += 1
                 return stored
         # Redis could not be asked: keep the batch locally, write it when Redis is back
+        if self._spool_size() >= self.max_spool_bytes:
+            log.error("feedback_spool_full", bytes=self._spool_size())
+            raise FeedbackUnavailable("Feedback cannot be stored now (storage unavailable); retry later")
         fresh = {i: r for i, r in batch.items() if i not in self._spooled}
         self._append(self._spool, [_dumps({"id": i, "record": r}) for i, r in fresh.items()])
         self._spooled.update(fresh)

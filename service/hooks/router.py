@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from service.auth.jwt import MAX_TOKEN_BYTES, AuthError, Principal
 from service.hooks.discovery import SERVICES
-from service.feedback.store import batch_too_large
+from service.feedback.store import FeedbackUnavailable, batch_too_large
 from service.hooks.bodies import check_depth
 from service.hooks.errors import HookError, hook_error_response
 from service.hooks.pipeline import run_hook
@@ -164,7 +164,10 @@ async def post_feedback(request: Request) -> Response:
         fb = FeedbackRequest.model_validate(raw)
     except ValidationError as exc:
         raise HookError(400, "Invalid feedback: " + _field_errors(exc), code="structure") from None
-    stored = await request.app.state.feedback.store(service_id, fb, issuer=principal.iss if principal else None)
+    try:
+        stored = await request.app.state.feedback.store(service_id, fb, issuer=principal.iss if principal else None)
+    except FeedbackUnavailable as exc:
+        raise HookError(503, str(exc), code="transient") from None
     bind_request(event_kind="feedback_stored", feedback_items=stored)
     return json_response({"stored": stored})
 

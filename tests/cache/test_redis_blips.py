@@ -146,3 +146,41 @@ def test_feedback_while_redis_is_away_finds_its_rule_once_redis_is_back(redis_se
     records = _stream(redis_url)
     assert {r["card"]: r["rule"] for r in records} == {card_a: rule_a, card_b: rule_b}
     assert len(records) == 2
+
+
+def test_jti_replay_protection_while_redis_is_down_is_per_replica(redis_server, redis_url, tmp_path):
+    """What README "Redis outages" documents: without Redis each replica still refuses a token it has
+    seen; another replica cannot know it."""
+    from service.config import Issuer
+    from tests.hooks.test_auth import BASE, ISS, JWKS, H, token
+
+    s = dict(issuers=[Issuer(iss=ISS, jwks=JWKS)], public_base_url=BASE, redis_url=redis_url,
+             redis_timeout_ms=100, feedback_file=tmp_path / "fb.ndjson")
+    with make_client(**s) as a, make_client(**s) as b:
+        redis_server.stop()
+        try:
+            tok = token(BASE + "/cds-services")
+            assert a.get("/cds-services", headers=H(tok)).status_code == 200
+            assert a.get("/cds-services", headers=H(tok)).status_code == 401  # same replica: a replay
+            assert b.get("/cds-services", headers=H(tok)).status_code == 200  # the documented gap
+        finally:
+            redis_server.start()
+
+
+def test_the_spool_is_bounded(redis_server, redis_url, tmp_path):
+    """A long outage does not fill the disk: past its bound the spool refuses with a 503 (the EHR retries
+    later) and what it holds is still written once Redis is back."""
+    file = tmp_path / "f.ndjson"
+    with make_client(redis_url=redis_url, redis_timeout_ms=100, feedback_file=file) as c:
+        clock = _manual_clock(c)
+        c.app.state.feedback.max_spool_bytes = 1
+        redis_server.stop()
+        try:
+            assert c.post(FB, json={"feedback": [_fb("a")]}).json() == {"stored": 1}
+            r = c.post(FB, json={"feedback": [_fb("b")]})
+            assert r.status_code == 503 and "retry later" in r.text
+        finally:
+            redis_server.start()
+        assert _until(c, clock, lambda: c.app.state.feedback._spool_size() == 0)
+        assert c.post(FB, json={"feedback": [_fb("b")]}).json() == {"stored": 1}
+    assert sorted(r["card"] for r in _stream(redis_url)) == ["a", "b"]
