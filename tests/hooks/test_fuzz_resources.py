@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.fhir.prefetch import templates_for
 from tests.hooks import requests as rq
 from tests.hooks.conftest import make_client
 
@@ -57,13 +58,14 @@ def _bundle_requests() -> list[dict[str, Any]]:
             dict(rq.CLOPIDOGREL, subject={"reference": f"Patient/{patient['id']}"})]
         for hook in HOOKS:
             context: dict[str, Any] = {"userId": "Practitioner/prac-1", "patientId": patient["id"]}
-            prefetch: dict[str, Any] = {"patient": patient, "pgxObservations": searchset("Observation", "DiagnosticReport")}
+            every = {"patient": patient, "pgxObservations": searchset("Observation", "DiagnosticReport"),
+                     "conditions": searchset("Condition"), "medications": searchset("MedicationRequest"),
+                     "vitals": vitals}
+            prefetch = {k: every[k] for k in templates_for(hook)}  # complete: no FHIR server is needed
             if hook != "patient-view":
                 context["draftOrders"] = {"resourceType": "Bundle", "entry": [{"resource": d} for d in drafts]}
                 if hook == "order-select":
                     context["selections"] = [f"MedicationRequest/{drafts[0]['id']}"]
-                prefetch.update(conditions=searchset("Condition"), medications=searchset("MedicationRequest"),
-                                vitals=vitals)
             out.append({"hook": hook, "hookInstance": f"fuzz-{path.stem}-{hook}", "context": context,
                         "prefetch": prefetch})
     return out
