@@ -139,16 +139,17 @@ class RedisKV:
         self._retry_at = 0.0  # circuit breaker: after failures, skip Redis until then
         self._timeouts = 0  # consecutive timeouts
         # a Cluster client must learn its slot map first; that happens in start() (or its retries)
-        self._ready = not url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+        self._ready = url.split("://", 1)[0].lower() not in CLUSTER_SCHEMES
         self._starter: asyncio.Task | None = None
 
     async def start(self) -> bool:
         """Connect now (at application start-up): a Cluster client's slot map, or a first connection
-        (Sentinel: the master's address). If Redis cannot be reached, a background task keeps trying;
-        meanwhile every call is a miss. Returns whether Redis answered."""
+        (Sentinel: the master's address). If a Cluster cannot be reached, a background task keeps trying
+        (meanwhile every call is a miss); other clients simply connect on their next call. Returns
+        whether Redis answered."""
         if await self._connect():
             return True
-        if self._starter is None:
+        if not self._ready and self._starter is None:
             self._starter = asyncio.get_running_loop().create_task(self._keep_starting())
         return False
 
@@ -340,6 +341,7 @@ class WriteBehind:
         self._failures = 0
         self._dropped_since_log = 0
         self._next_log_at = 0.0
+        self._closed = False
 
     def add(self, field: str, value: bytes) -> None:
         if field not in self._pending and len(self._pending) >= self._max:
@@ -353,7 +355,7 @@ class WriteBehind:
         return self._pending.get(field) or self._sending.get(field)
 
     def _schedule(self) -> None:
-        if self._task is None:
+        if self._task is None and not self._closed:
             due = self.clock.now() + self._delay()  # from now, not from when the task first runs
             self._task = asyncio.get_running_loop().create_task(self._later(due))
 
@@ -397,6 +399,7 @@ class WriteBehind:
 
     async def close(self) -> None:
         """At shutdown: a last attempt; what Redis still does not take is dropped, counted and logged."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             self._task = None
