@@ -122,13 +122,15 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
     body = copy.deepcopy(BASE[which])
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         path = draw(st.sampled_from(PATHS[which]))
-        parent = body
+        parent: Any = body
         try:
             for step in path[:-1]:
                 parent = parent[step]
             original = parent[path[-1]]
         except (KeyError, IndexError, TypeError):
             continue  # an earlier mutation replaced this part
+        if not isinstance(parent, (dict, list)):
+            continue  # ... with a string (indexable, not assignable)
         parent[path[-1]] = draw(hostile(original))
     return body
 
