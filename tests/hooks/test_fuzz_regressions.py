@@ -104,3 +104,19 @@ def test_odd_conditions_are_not_a_500(client, condition):
     r = client.post(SELECT, json=body)
     assert r.status_code == 200, r.text
 
+
+
+@pytest.mark.parametrize("concept", [
+    {"coding": 5},
+    {"coding": [{"system": ["http://www.nlm.nih.gov/research/umls/rxnorm"], "code": "32968"}]},
+    {"coding": [{"system": {"a": 1}, "code": "x"}], "text": 7},
+])
+def test_odd_current_medications_are_not_a_500(client, concept):
+    """Regression (found after rebasing onto the suggestion-safety screen): a current
+    MedicationRequest whose `coding` was not a list, or whose Coding `system` was a list or object,
+    raised TypeError while screening the one-click alternatives."""
+    body = rq.order_select()
+    med = {**rq.med_request("m1", "1191", "aspirin"), "status": "active", "medicationCodeableConcept": concept}
+    body["prefetch"]["medications"] = rq.bundle(med)
+    r = client.post(SELECT, json=body)
+    assert r.status_code == 200, r.text

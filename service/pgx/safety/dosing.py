@@ -36,14 +36,14 @@ def loading_dose_reason(resource: dict[str, Any]) -> str | None:
     for key in ("text", "patientInstruction"):
         if isinstance(first.get(key), str):
             texts.append(first[key])
-    for ai in first.get("additionalInstruction") or []:
+    for ai in first.get("additionalInstruction") if isinstance(first.get("additionalInstruction"), list) else []:
         if isinstance(ai, dict) and isinstance(ai.get("text"), str):
             texts.append(ai["text"])
     code = timing.get("code")
     if isinstance(code, dict):
         if isinstance(code.get("text"), str):
             texts.append(code["text"])
-        for c in code.get("coding") or []:
+        for c in code.get("coding") if isinstance(code.get("coding"), list) else []:
             if isinstance(c, dict):
                 texts += [v for v in (c.get("code"), c.get("display")) if isinstance(v, str)]
     for t in texts:

@@ -30,10 +30,15 @@ def _condition_counts(c: dict[str, Any]) -> bool:
     """A Condition counts for screening unless refuted or entered in error. A resolved or inactive one still
     counts: contraindications are about history too (a prior stroke stays a prior stroke)."""
     cc = c.get("verificationStatus") or {}
-    for coding in (cc.get("coding") or []) if isinstance(cc, dict) else []:
+    for coding in _listed(cc.get("coding")) if isinstance(cc, dict) else []:
         if isinstance(coding, dict) and coding.get("code") in ("refuted", "entered-in-error"):
             return False
     return True
+
+
+def _listed(value: Any) -> list[Any]:
+    """A FHIR array field, or [] when the (untrusted) value is anything else."""
+    return value if isinstance(value, list) else []
 
 
 def _patient_codes(patient: PatientData, order: DraftOrder | None) -> set[tuple[str, str]]:
@@ -42,7 +47,7 @@ def _patient_codes(patient: PatientData, order: DraftOrder | None) -> set[tuple[
         if not isinstance(c, dict) or not _condition_counts(c):
             continue
         code = c.get("code")
-        for coding in (code.get("coding") or []) if isinstance(code, dict) else []:
+        for coding in _listed(code.get("coding")) if isinstance(code, dict) else []:
             if isinstance(coding, dict) and isinstance(coding.get("system"), str) and isinstance(coding.get("code"), str):
                 codes.add((coding["system"], coding["code"]))
     if order is not None:
@@ -134,9 +139,9 @@ def _med_codes_texts(m: dict[str, Any]) -> tuple[set[str], list[str]]:
             continue
         if isinstance(cc.get("text"), str):
             texts.append(cc["text"])
-        for c in cc.get("coding") or []:
+        for c in _listed(cc.get("coding")):
             if isinstance(c, dict):
-                if isinstance(c.get("code"), str) and c.get("system") in RXNORM_SYSTEMS:
+                if isinstance(c.get("code"), str) and isinstance(c.get("system"), str) and c["system"] in RXNORM_SYSTEMS:
                     codes.add(c["code"].strip())
                 if isinstance(c.get("display"), str):
                     texts.append(c["display"])
