@@ -323,7 +323,7 @@ def _recognise(pk: PhenoKnowledge, codes: Iterable[tuple[Any, Any]], texts: Iter
     lookup instead of a long regex alternation: this runs for every current medication of every request)."""
     out: dict[str, DrugRef] = {}
     for system, code in codes:
-        if isinstance(code, str) and system in _RXNORM_SYSTEMS:
+        if isinstance(code, str) and isinstance(system, str) and system in _RXNORM_SYSTEMS:  # untrusted types
             for ref in pk.index.by_code.get(code.strip(), ()):
                 out.setdefault(ref.name, ref)
     for text in texts:
@@ -347,7 +347,8 @@ def _medication_drugs(pk: PhenoKnowledge, resource: dict[str, Any]) -> list[Drug
         cc = resource.get(key)
         if isinstance(cc, dict):
             texts.append(cc.get("text"))
-            for c in cc.get("coding") or []:
+            codings = cc.get("coding")
+            for c in codings if isinstance(codings, list) else []:
                 if isinstance(c, dict):
                     codes.append((c.get("system"), c.get("code")))
                     texts.append(c.get("display"))
