@@ -41,8 +41,9 @@ def describe(path: Path, files: list[Path]) -> dict[str, Any]:
             "names": [str(f.relative_to(path)) if path.is_dir() else f.name for f in files][:200]}
 
 
-def tasks(files: list[Path], chunk: int = CHUNK_BYTES) -> list[tuple[str, int, int]]:
+def tasks(files: list[Path], chunk: int | None = None) -> list[tuple[str, int, int]]:
     """(file, start, end) byte ranges: gzip files whole (end -1), plain files in chunks."""
+    chunk = chunk or CHUNK_BYTES
     out = []
     for f in files:
         size = f.stat().st_size
