@@ -129,7 +129,8 @@ def evaluate(request_file: Path = typer.Argument(..., help="a CDS Hooks request 
 
 @app.command()
 def screen(
-    input: str = typer.Option(..., "--input", help="directory of FHIR Bulk Data NDJSON (.ndjson, .ndjson.gz)"),
+    input: str = typer.Option(..., "--input", help="directory of FHIR Bulk Data NDJSON (.ndjson, .ndjson.gz), or a "
+                              "FHIR server base URL to $export from (SMART Backend Services: PGX_CDS_SCREEN_*)"),
     output: Path = typer.Option(..., "--output", help="directory for worklist.ndjson, summary.json, report.html"),
     engine: str = typer.Option("local", help="local (embedded, process pool) or spark"),
     spark_master: Optional[str] = typer.Option(None, "--spark-master", help="Spark master URL (engine spark)"),
@@ -137,9 +138,12 @@ def screen(
     drugs: Optional[str] = typer.Option(None, help="comma list: only findings for these drugs"),
     format: str = typer.Option("ndjson,html", "--format", help="comma list of ndjson, parquet, html"),
     workers: int = typer.Option(0, help="worker processes for the local engine (0: every core)"),
+    export_level: str = typer.Option("system", help="$export level when --input is a URL: system, patient, group"),
+    group: Optional[str] = typer.Option(None, help="Group id for --export-level group"),
     quiet: bool = typer.Option(False, help="no progress output"),
 ) -> None:
     """Population screening: every patient of an export through the hooks' engine -> worklist and report."""
+    from service.screen.bulk import ExportError
     from service.screen.progress import reporter
     from service.screen.run import ScreenRequest, parse_since
     from service.screen.run import screen as run_screen
@@ -150,9 +154,10 @@ def screen(
         req = ScreenRequest(
             input=input, output=output, engine=engine, spark_master=spark_master, since=parse_since(since),
             drugs=tuple(d.strip() for d in (drugs or "").split(",") if d.strip()),
-            formats=tuple(f.strip() for f in format.split(",") if f.strip()), workers=workers)
+            formats=tuple(f.strip() for f in format.split(",") if f.strip()), workers=workers,
+            export_level=export_level, group=group)
         summary = run_screen(req, reporter(sys.stderr, quiet=quiet))
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ExportError) as exc:
         typer.echo(f"screen: {exc}", err=True)
         raise typer.Exit(2) from None
     p, f, t = summary["patients"], summary["findings"]["by_kind"], summary["timings"]

@@ -49,6 +49,13 @@ class PlainProgress:
         self._flush_phase()
         self.name = ""
 
+    def note(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self.stream.write(f"screen: {text}\n")
+            self.stream.flush()
+
 
 class RichProgress:
     def __init__(self, stream: TextIO) -> None:
@@ -75,11 +82,15 @@ class RichProgress:
     def done(self) -> None:
         self.progress.stop()
 
+    def note(self, text: str) -> None:
+        self.progress.console.log(text)
+
 
 class NoProgress:
     def phase(self, name: str, total: int | None, unit: str) -> None: ...
     def update(self, value: int) -> None: ...
     def done(self) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 def reporter(stream: TextIO = sys.stderr, quiet: bool = False) -> Any:

@@ -22,6 +22,8 @@ class ScreenRequest:
     drugs: tuple[str, ...] = ()
     formats: tuple[str, ...] = ("ndjson", "html")
     workers: int = 0
+    export_level: str = "system"  # system | patient | group (input is a FHIR server URL)
+    group: str | None = None
     today: date = field(default_factory=lambda: datetime.now(timezone.utc).date())
 
 
@@ -48,10 +50,22 @@ def screen(req: ScreenRequest, progress: Any) -> dict[str, Any]:
     settings = Settings()
     knowledge = load_knowledge(settings.knowledge_dir)
     req.output.mkdir(parents=True, exist_ok=True)
-    input_path = Path(req.input)
+    export_stats = None
+    if req.input.startswith(("http://", "https://")):
+        from service.screen.bulk import BulkExporter, ExportRequest
+
+        progress.note("running a Bulk Data $export")
+        exporter = BulkExporter(ExportRequest(base=req.input, level=req.export_level, group=req.group),
+                                req.output / "export", progress=progress)
+        input_path = exporter.run()
+        export_stats = {"server": _origin(req.input), "level": req.export_level, **exporter.stats}
+    else:
+        input_path = Path(req.input)
     if not input_path.exists():
         raise FileNotFoundError(f"input not found: {req.input}")
     described = source.describe(input_path, source.input_files(input_path))
+    if export_stats:
+        described = {**described, "kind": "bulk-export", "export": export_stats}
     if req.engine == "local":
         result = local.run(local.Options(input=input_path, output=req.output, workers=req.workers,
                                          since=req.since, drugs=req.drugs, today=req.today), progress)
@@ -86,3 +100,11 @@ def screen(req: ScreenRequest, progress: Any) -> dict[str, Any]:
 
         write_report(summary, req.output / "report.html")
     return summary
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of the server: no path, query or credentials in the summary."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.hostname}{':' + str(u.port) if u.port else ''}"
