@@ -7,6 +7,7 @@ every other CPIC drug newly ordered (draft orders), the patient's data as prefet
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import gzip
 import json
 import os
@@ -249,3 +250,14 @@ def test_bad_input_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "service.cli", "screen", "--input", str(tmp_path / "nope"),
                         "--output", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "input not found" in r.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="needs pyarrow (pip install 'pgx-cds[parquet]')")
+def test_parquet_worklist_has_the_ndjson_rows(export, screened, tmp_path):
+    import pyarrow.parquet as pq
+
+    out, _ = screened
+    screen(ScreenRequest(input=str(export), output=tmp_path, workers=2, formats=("ndjson", "parquet"), today=TODAY),
+           NoProgress())
+    rows = pq.read_table(tmp_path / "worklist.parquet").to_pylist()
+    assert rows == _worklist(out)
