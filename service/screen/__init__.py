@@ -4,5 +4,8 @@
 - :mod:`service.screen.summary`: counts without identifiers (summary.json, report.html);
 - :mod:`service.screen.source`: reading NDJSON (gzip too) and grouping resources by patient on disk;
 - :mod:`service.screen.local`: the embedded engine (process pool);
-- :mod:`service.screen.report`: the self-contained HTML report.
+- :mod:`service.screen.report`: the self-contained HTML report;
+- :mod:`service.screen.bulk`: the Bulk Data ``$export`` client (SMART Backend Services);
+- :mod:`service.screen.spark`: the Spark engine (same per-patient function, grouped by Spark);
+- :mod:`service.screen.run`: the command's orchestration (summary.json, report, formats).
 """
