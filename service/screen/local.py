@@ -53,9 +53,11 @@ class Result:
 def _init(bytes_done: Any, patients_done: Any, today: date, since: datetime | None, drugs: tuple[str, ...]) -> None:
     """Worker start: the knowledge and settings, loaded once per process (the service's own loaders)."""
     from service.config import Settings
+    from service.observability.logging import configure_logging
     from service.pgx.knowledge import load_knowledge
 
     settings = Settings()
+    configure_logging(settings.log_level)  # the service's JSON lines at its level, not structlog's defaults
     _STATE.update(settings=settings, knowledge=load_knowledge(settings.knowledge_dir), bytes=bytes_done,
                   patients=patients_done, today=today, since=since, drugs=drugs)
 
