@@ -1,6 +1,6 @@
 """Entry point for `spark-submit` (cluster deployments): the `pgx-cds screen` command with the Spark engine.
 
-    spark-submit --master k8s://https://<api> ... local:///opt/pgx-cds/service/screen/spark_main.py \\
+    spark-submit --master k8s://https://<api> ... local:///opt/pgx-cds/service/spark_submit.py \\
         --input s3a://bucket/export/ --output /shared/screen-out
 
 The Spark master, executors and resources come from spark-submit (or the Spark operator); `--engine spark`
