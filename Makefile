@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-test
 PEER_VENV ?= .venv-peer
 PEER_STAMP := $(PEER_VENV)/.installed
 
-.PHONY: run test install bench check-knowledge validate-deploy clean
+.PHONY: run test install bench bench-screen check-knowledge validate-deploy clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,10 @@ $(PEER_STAMP):
 bench: $(STAMP) $(PEER_STAMP)
 	bash tests/setup.sh
 	$(BIN)/pgx-cds bench --peer-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
+
+## population screening benchmark (local engine, synthetic exports of 100k and 1M patients)
+bench-screen: $(STAMP)
+	$(BIN)/python -m tests.screen.bench_screen --patients 100000 1000000
 
 check-knowledge: $(STAMP)
 	$(BIN)/pgx-cds knowledge check

@@ -1,4 +1,4 @@
-"""`pgx-cds` command line: serve, evaluate, phenotype, knowledge, feedback, cache, bench."""
+"""`pgx-cds` command line: serve, evaluate, screen, phenotype, knowledge, feedback, cache, bench."""
 
 from __future__ import annotations
 
@@ -125,6 +125,51 @@ def evaluate(request_file: Path = typer.Argument(..., help="a CDS Hooks request 
         typer.echo(f"Request rejected ({exc.status}): {exc.message}", err=True)
         raise typer.Exit(2 if exc.status < 500 else 1) from None
     typer.echo(outcome.response.model_dump_json(exclude_none=True, indent=2))
+
+
+@app.command()
+def screen(
+    input: str = typer.Option(..., "--input", help="directory of FHIR Bulk Data NDJSON (.ndjson, .ndjson.gz), or a "
+                              "FHIR server base URL to $export from (SMART Backend Services: PGX_CDS_SCREEN_*)"),
+    output: Path = typer.Option(..., "--output", help="directory for worklist.ndjson, summary.json, report.html"),
+    engine: str = typer.Option("local", help="local (embedded, process pool) or spark"),
+    spark_master: Optional[str] = typer.Option(None, "--spark-master", help="Spark master URL (engine spark)"),
+    since: Optional[str] = typer.Option(None, help="only patients with a resource updated on or after this date"),
+    drugs: Optional[str] = typer.Option(None, help="comma list: only findings for these drugs"),
+    format: str = typer.Option("ndjson,html", "--format", help="comma list of ndjson, parquet, html"),
+    workers: int = typer.Option(0, help="worker processes for the local engine (0: every core)"),
+    export_level: str = typer.Option("system", help="$export level when --input is a URL: system, patient, group"),
+    group: Optional[str] = typer.Option(None, help="Group id for --export-level group"),
+    quiet: bool = typer.Option(False, help="no progress output"),
+) -> None:
+    """Population screening: every patient of an export through the hooks' engine -> worklist and report."""
+    from service.screen.bulk import ExportError
+    from service.screen.progress import reporter
+    from service.screen.run import ScreenRequest, parse_since
+    from service.screen.run import screen as run_screen
+
+    os.environ.setdefault("PGX_CDS_LOG_LEVEL", "warning")
+    _settings()  # invalid configuration: a clear message and exit 2
+    try:
+        req = ScreenRequest(
+            input=input, output=output, engine=engine, spark_master=spark_master, since=parse_since(since),
+            drugs=tuple(d.strip() for d in (drugs or "").split(",") if d.strip()),
+            formats=tuple(f.strip() for f in format.split(",") if f.strip()), workers=workers,
+            export_level=export_level, group=group)
+        summary = run_screen(req, reporter(sys.stderr, quiet=quiet))
+    except (ValueError, FileNotFoundError, ExportError) as exc:
+        typer.echo(f"screen: {exc}", err=True)
+        raise typer.Exit(2) from None
+    p, f, t = summary["patients"], summary["findings"]["by_kind"], summary["timings"]
+    typer.echo(
+        f"screened {p['read']:,} patients ({p['with_results']:,} with PGx results) in {t['total_s']:.1f} s "
+        f"({t['patients_per_s'] or 0:,.0f}/s): {p['with_findings']:,} on the worklist; findings: "
+        f"{f['active_drug_conflict']:,} active drug conflicts, {f['test_candidate']:,} test candidates, "
+        f"{f['actionable_result']:,} actionable results; output in {output}", err=True)
+    if summary["evaluationErrors"]:
+        typer.echo(f"screen: {summary['evaluationErrors']} patient(s) could not be evaluated: see errors.ndjson",
+                   err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -93,8 +93,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_sekmet(workdir: Path | None = None, *, seed_bundles: bool = True, timeout_s: float = 30) -> SekmetServer:
-    """Start sekmet on a free loopback port, wait until /fhir/metadata answers, load the bundles."""
+def start_sekmet(workdir: Path | None = None, *, seed_bundles: bool = True, timeout_s: float = 30,
+                 extra_clients: list[dict] | None = None) -> SekmetServer:
+    """Start sekmet on a free loopback port, wait until /fhir/metadata answers, load the bundles.
+    ``extra_clients``: more SMART backend clients (sekmet's smart_clients entries, e.g. with ``jwks``)."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="pgx-sekmet-"))
     workdir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -110,7 +112,8 @@ def start_sekmet(workdir: Path | None = None, *, seed_bundles: bool = True, time
         "server_auth": {
             "types": ["smart"],
             "enforce_scopes": True,
-            "smart_clients": [{"client_id": c, "client_secret": s, "scopes": sc} for c, (s, sc) in CLIENTS.items()],
+            "smart_clients": [{"client_id": c, "client_secret": s, "scopes": sc} for c, (s, sc) in CLIENTS.items()]
+            + list(extra_clients or []),
         },
     }
     cfg_path = workdir / "settings.yaml"

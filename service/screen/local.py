@@ -1,0 +1,218 @@
+"""The embedded engine: partition the export by patient on disk, evaluate buckets in a process pool.
+
+Phase 1 (partition): W jobs read byte ranges of the NDJSON files and append each patient resource to its
+bucket file (service.screen.source). Phase 2 (evaluate): each bucket is grouped in memory, its patients are
+evaluated in patient-id order with service.evaluate.evaluate_patient, and the findings are written to a
+sorted worklist part; partial tallies come back to the parent. The parts are merged in patient-id order.
+Memory per worker is bounded by one bucket (the input size / bucket count), not by the export.
+"""
+
+from __future__ import annotations
+
+import heapq
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.screen import source
+
+_STATE: dict[str, Any] = {}
+
+
+@dataclass
+class Options:
+    input: Path
+    output: Path
+    workers: int = 0  # 0: every core
+    since: datetime | None = None
+    drugs: tuple[str, ...] = ()
+    today: date = field(default_factory=lambda: datetime.now(timezone.utc).date())
+    keep_work: bool = False
+
+
+@dataclass
+class Result:
+    tally: Any
+    worklist: Path
+    patients: int
+    timings: dict[str, float]
+    workers: int
+    buckets: int
+    errors: int
+
+
+def _init(bytes_done: Any, patients_done: Any, today: date, since: datetime | None, drugs: tuple[str, ...]) -> None:
+    """Worker start: the knowledge and settings, loaded once per process (the service's own loaders)."""
+    from service.config import Settings
+    from service.observability.logging import configure_logging
+    from service.pgx.knowledge import load_knowledge
+
+    settings = Settings()
+    configure_logging(settings.log_level)  # the service's JSON lines at its level, not structlog's defaults
+    _STATE.update(settings=settings, knowledge=load_knowledge(settings.knowledge_dir), bytes=bytes_done,
+                  patients=patients_done, today=today, since=since, drugs=drugs)
+
+
+def _add(counter: Any, n: int) -> None:
+    if counter is not None and n:
+        with counter.get_lock():
+            counter.value += n
+
+
+def _partition_job(task_list: list[tuple[str, int, int]], out_dir: str, buckets: int) -> Counter[str]:
+    return source.partition(task_list, Path(out_dir), buckets, on_progress=lambda n: _add(_STATE.get("bytes"), n))
+
+
+def _changed_since(resources: list[dict[str, Any]], since: datetime) -> bool:
+    from service.fhir.patient_data import parse_fhir_datetime
+
+    for r in resources:
+        meta = r.get("meta")
+        when = parse_fhir_datetime(meta["lastUpdated"]) if isinstance(meta, dict) and isinstance(
+            meta.get("lastUpdated"), str) else None
+        if when is None or when >= since:  # no lastUpdated: cannot tell, so screen it
+            return True
+    return False
+
+
+def evaluate_group(pid: str, lines: list[bytes], tally: Any) -> dict[str, Any] | None:
+    """One patient's resource lines -> its worklist line (None without findings); counts into ``tally``."""
+    from service.evaluate import evaluate_patient
+    from service.screen.findings import findings, worklist_line
+
+    resources = [orjson.loads(raw) for raw in lines]
+    since = _STATE.get("since")
+    if since is not None and not _changed_since(resources, since):
+        tally.patients["skipped_since"] += 1
+        return None
+    ev = evaluate_patient(_STATE["knowledge"], _STATE["settings"], pid, resources, today=_STATE["today"])
+    items = findings(ev, _STATE.get("drugs"))
+    tally.add(ev, items)
+    return worklist_line(pid, items) if items else None
+
+
+def _evaluate_job(dirs: list[str], bucket: int, out_dir: str) -> tuple[dict, int, int]:
+    from service.screen.summary import Tally
+
+    tally = Tally()
+    groups = source.read_bucket([Path(d) for d in dirs], bucket)
+    n = errors = 0
+    out = Path(out_dir) / f"w{bucket:04d}.ndjson"
+    err_out = Path(out_dir) / f"e{bucket:04d}.ndjson"
+    with open(out, "wb") as f:
+        for pid in sorted(groups):
+            try:
+                line = evaluate_group(pid, groups.pop(pid), tally)
+            except Exception as exc:  # noqa: BLE001 - one patient never stops the run; recorded, not dropped
+                errors += 1
+                with open(err_out, "ab") as ef:
+                    ef.write(orjson.dumps({"patient": f"Patient/{pid}", "error": type(exc).__name__}) + b"\n")
+                line = None
+            if line is not None:
+                f.write(orjson.dumps(line) + b"\n")
+            n += 1
+            if n % 256 == 0:
+                _add(_STATE.get("patients"), 256)
+    _add(_STATE.get("patients"), n % 256)
+    return tally.state(), n, errors
+
+
+def _patient_key(line: bytes) -> str:
+    return orjson.loads(line)["patient"]
+
+
+def merge_sorted(parts: list[Path], dest: Path, pattern_errors: list[Path] | None = None) -> int:
+    """Merge worklist parts (each sorted by patient) into one file sorted by patient; returns lines."""
+    files = [open(p, "rb") for p in parts]
+    n = 0
+    try:
+        with open(dest, "wb") as out:
+            for line in heapq.merge(*files, key=_patient_key):
+                out.write(line)
+                n += 1
+    finally:
+        for f in files:
+            f.close()
+    return n
+
+
+def run(opts: Options, progress: Any) -> Result:
+    """Screen a directory export. ``progress`` is a service.screen.progress reporter."""
+    from service.screen.summary import Tally
+
+    t0 = time.perf_counter()
+    files = source.input_files(opts.input)
+    if not files:
+        raise FileNotFoundError(f"no NDJSON files (*.ndjson, *.ndjson.gz) in {opts.input}")
+    workers = opts.workers or os.cpu_count() or 1
+    total = sum(f.stat().st_size for f in files)
+    buckets = source.bucket_count(total, workers)
+    work = opts.output / ".screen-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ctx = mp.get_context("spawn")
+    bytes_done = ctx.Value("q", 0)
+    patients_done = ctx.Value("q", 0)
+    timings: dict[str, float] = {}
+    tally = Tally()
+    errors = 0
+    n_patients = 0
+    try:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
+                                 initargs=(bytes_done, patients_done, opts.today, opts.since, opts.drugs)) as pool:
+            groups = source.split_tasks(source.tasks(files), workers)
+            dirs = [str(work / f"p{i}") for i in range(len(groups))]
+            progress.phase("reading", total=sum(source.task_weight(t) for g in groups for t in g) or 1, unit="B")
+            futs = [pool.submit(_partition_job, g, d, buckets) for g, d in zip(groups, dirs)]
+            _drive(futs, progress, lambda: bytes_done.value)
+            for fu in futs:
+                tally.resources.update(fu.result())
+            timings["read_s"] = round(time.perf_counter() - t0, 3)
+
+            t1 = time.perf_counter()
+            out_dir = work / "out"
+            out_dir.mkdir()
+            progress.phase("evaluating", total=tally.resources.get("Patient", 0) or None, unit="patients")
+            futs = [pool.submit(_evaluate_job, dirs, b, str(out_dir)) for b in range(buckets)]
+            _drive(futs, progress, lambda: patients_done.value)
+            for fu in futs:
+                state, n, e = fu.result()
+                tally.merge(Tally.from_state(state))
+                n_patients += n
+                errors += e
+            timings["evaluate_s"] = round(time.perf_counter() - t1, 3)
+
+        t2 = time.perf_counter()
+        opts.output.mkdir(parents=True, exist_ok=True)
+        worklist = opts.output / "worklist.ndjson"
+        merge_sorted(sorted(out_dir.glob("w*.ndjson")), worklist)
+        err_parts = sorted(out_dir.glob("e*.ndjson"))
+        if err_parts:
+            merge_sorted(err_parts, opts.output / "errors.ndjson")
+        timings["merge_s"] = round(time.perf_counter() - t2, 3)
+    finally:
+        if not opts.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    timings["total_s"] = round(time.perf_counter() - t0, 3)
+    progress.done()
+    return Result(tally=tally, worklist=worklist, patients=n_patients, timings=timings, workers=workers,
+                  buckets=buckets, errors=errors)
+
+
+def _drive(futs: list, progress: Any, value: Any) -> None:
+    pending = set(futs)
+    while pending:
+        finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+        for fu in finished:
+            fu.result()  # a failed job stops the run with its error
+        progress.update(value())
+    progress.update(value())
