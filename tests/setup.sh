@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)  # the Spark engine's tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: apt-get install ${need_apt[*]}"

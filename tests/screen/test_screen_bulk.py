@@ -40,8 +40,7 @@ def _key(tmp: Path, name: str) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not sekmet_available():
-        pytest.skip("sekmet-fhir is not installed (pip install sekmet-fhir==0.1.1)")
+    assert sekmet_available(), "sekmet-fhir is part of the test extras (make install)"
     tmp = tmp_path_factory.mktemp("bulk")
     pem, jwk = _key(tmp, "screen-key")
     other_pem, _ = _key(tmp, "unregistered")

@@ -3,7 +3,6 @@ leaves the page), shows the summary's numbers, carries no identifier. Screenshot
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from datetime import date
@@ -48,8 +47,6 @@ def test_report_escapes_what_it_shows():
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None,
-                    reason="needs /usr/bin/chromium and playwright (tests/smart/setup.sh)")
 def test_report_in_the_browser(report):
     from playwright.sync_api import sync_playwright
 
