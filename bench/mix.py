@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.run import _ms
+
 ROOT = Path(__file__).resolve().parent.parent
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -79,14 +81,6 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _ms(value: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s|m)$", value)
-    if not m:
-        return float("nan")
-    n, unit = float(m.group(1)), m.group(2)
-    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60_000}[unit]
 
 
 def _wrk(url: str, script: Path, *, connections: int, threads: int, duration: int, offset: int,

@@ -34,6 +34,13 @@ def _rxnorm(code: str) -> str:
         raise ValueError(f"RxNorm code must be digits, got {code!r}")
     return code
 
+
+def drug_name(v: str) -> str:
+    """A drug name as the knowledge files spell it: lower case, no surrounding spaces."""
+    if not v.strip() or v != v.strip().lower():
+        raise ValueError("drug name must be lower case without surrounding spaces")
+    return v
+
 #: action -> default card indicator when a rule does not set one
 DEFAULT_INDICATOR: dict[Action, Indicator] = {
     Action.avoid: "critical",
@@ -71,9 +78,7 @@ class DrugDef(_Strict):
     @field_validator("name")
     @classmethod
     def _lower(cls, v: str) -> str:
-        if not v.strip() or v != v.strip().lower():
-            raise ValueError("drug name must be lower case without surrounding spaces")
-        return v
+        return drug_name(v)
 
     @field_validator("rxnorm")
     @classmethod

@@ -27,7 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from service.fhir.models import DraftOrder, PatientData
 from service.pgx.drugs import _RXNORM_SYSTEMS, DrugIndex, medication_request_drugs, recognise_codes
 from service.pgx.genes import format_activity
-from service.pgx.guidelines import INDETERMINATE, GuidelineFileError, line_of, read_yaml_with_lines
+from service.pgx.guidelines import (
+    INDETERMINATE,
+    GuidelineFileError,
+    _rxnorm,
+    drug_name,
+    line_of,
+    read_yaml_with_lines,
+)
 from service.pgx.models import Action, DrugRef, GeneResult, GenomicProfile, PhenotypeCall, Recommendation
 
 if TYPE_CHECKING:
@@ -41,7 +48,6 @@ Strength = Literal["strong_inhibitor", "moderate_inhibitor", "weak_inhibitor",
 _STRENGTH_RANK: dict[str, int] = {"strong_inhibitor": 0, "moderate_inhibitor": 1, "weak_inhibitor": 2,
                                   "strong_inducer": 3, "moderate_inducer": 4, "weak_inducer": 5}
 _INACTIVE = {"draft", "entered-in-error", "cancelled", "stopped", "completed", "revoked"}
-_RX_RE = re.compile(r"^[0-9]+$")
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -108,16 +114,12 @@ class Perpetrator(_Strict):
     @field_validator("name")
     @classmethod
     def _lower(cls, v: str) -> str:
-        if not v.strip() or v != v.strip().lower():
-            raise ValueError("drug name must be lower case without surrounding spaces")
-        return v
+        return drug_name(v)
 
     @field_validator("rxnorm")
     @classmethod
     def _rx(cls, v: str | None) -> str | None:
-        if v is not None and not _RX_RE.match(v):
-            raise ValueError(f"RxNorm code must be digits, got {v!r}")
-        return v
+        return None if v is None else _rxnorm(v)
 
 
 class Texts(_Strict):
