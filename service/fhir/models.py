@@ -1,44 +1,35 @@
-"""Typed result of the patient-data stage: what we know about the patient for this request."""
+"""Typed result of the patient-data stage: what we know about the patient for this request.
+
+The typed records the pgx stage reads (draft orders, current medications, conditions, vitals) are pgx's
+models (``service.pgx.context``), re-exported here; :meth:`PatientData.context` builds the pgx
+:class:`PatientContext` from the FHIR resources once (``service.fhir.context``).
+"""
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
-
-class MedicationCode(BaseModel):
-    system: str | None = None
-    code: str | None = None
-    display: str | None = None
-
-
-class DraftOrder(BaseModel):
-    """A medication order from `draftOrders`, with its drug identity resolved as far as possible."""
-
-    resource_type: str = "MedicationRequest"
-    id: str | None = None
-    reference: str | None = None  # "MedicationRequest/draft-1"
-    status: str | None = None
-    codes: list[MedicationCode] = Field(default_factory=list)  # medication codings (RxNorm or other)
-    text: str | None = None  # medication text / display, used for name matching
-    encounter: str | None = None
-    requester: str | None = None
-    reason_codes: list[MedicationCode] = Field(default_factory=list)
-    dose_quantity: float | None = None  # first dosageInstruction doseAndRate.doseQuantity.value
-    dose_unit: str | None = None
-    resource: dict[str, Any] = Field(default_factory=dict)  # the raw resource, for update suggestions
-    # another draft order of the same request carries the same id (seen from the CDS Hooks sandbox and some
-    # EHRs): an action naming this order by id could change the wrong one
-    shared_id: bool = False
+from service.pgx.context import (  # noqa: F401 - re-exported: the fhir stage builds these
+    Concept,
+    Condition,
+    Dosage,
+    DraftOrder,
+    Medication,
+    MedicationCode,
+    PatientContext,
+    Vitals,
+)
 
 
 class PatientData(BaseModel):
     """Everything the later stages need, already pulled out of FHIR JSON.
 
     `observations` are raw FHIR Observation (and DiagnosticReport-contained) dicts; the genomics
-    parser (`service.fhir.genomics`) turns them into a GenomicProfile.
+    parser (`service.fhir.genomics`) turns them into a GenomicProfile. `conditions` and `medications`
+    are the FHIR resources as obtained (the SMART app lists them); :meth:`context` is what the engine reads.
     """
 
     patient_id: str
@@ -55,3 +46,24 @@ class PatientData(BaseModel):
     obtained: list[str] = Field(default_factory=list)  # prefetch keys loaded (or tried): what a cached copy covers
     unavailable: list[str] = Field(default_factory=list)  # keys that were needed but could not be obtained
     notes: list[str] = Field(default_factory=list)
+    # (what it was built from, the context): rebuilt when a list is replaced or grows, or a field changes
+    _context: tuple[tuple, PatientContext] | None = PrivateAttr(default=None)
+
+    def context(self) -> PatientContext:
+        """The typed patient context of the pgx stage, parsed once (per content) from the resources above."""
+        key = (self.conditions, len(self.conditions), self.medications, len(self.medications), self.patient_id,
+               self.birth_date, self.sex, self.weight_kg, self.height_cm, self.observations_available,
+               tuple(self.unavailable))
+        hit = self._context
+        if hit is not None and _same_key(hit[0], key):
+            return hit[1]
+        from service.fhir.context import patient_context
+
+        ctx = patient_context(self)
+        self._context = (key, ctx)
+        return ctx
+
+
+def _same_key(a: tuple, b: tuple) -> bool:
+    # the lists by identity (a list replaced by an equal copy still re-parses: cheap and rare), the rest by value
+    return a[0] is b[0] and a[2] is b[2] and a[1] == b[1] and a[3] == b[3] and a[4:] == b[4:]

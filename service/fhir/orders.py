@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.fhir.models import DraftOrder, MedicationCode
+from service.pgx.context import NO_DOSAGE, Dosage, DraftOrder, MedicationCode
 
 
 def extract_orders(draft_orders: dict | None, selections: list[str] | None) -> list[DraftOrder]:
@@ -79,6 +79,7 @@ def _order(res: dict[str, Any]) -> DraftOrder:
         reason_codes=[c for cc in _list(res.get("reasonCode")) for c in _codings(cc)],
         dose_quantity=dose,
         dose_unit=unit,
+        dosage=dosage(res),
         resource=res,
     )
 
@@ -149,6 +150,50 @@ def _dose(res: dict[str, Any]) -> tuple[float | None, str | None]:
         return float(value), unit
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         return None, None
+
+
+_PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.0}
+
+
+def dosage(res: dict[str, Any]) -> Dosage:
+    """What the dose checks read of ``dosageInstruction``: dosing phases, a single-dose count, the dosing
+    texts (of the first instruction) and administrations per day."""
+    dis = res.get("dosageInstruction") if isinstance(res, dict) else None
+    if not isinstance(dis, list) or not dis:
+        return NO_DOSAGE
+    phases = len(dis) > 1 and len({(d.get("sequence") if isinstance(d, dict) else None) for d in dis}) > 1
+    first = dis[0] if isinstance(dis[0], dict) else {}
+    timing = first.get("timing") if isinstance(first.get("timing"), dict) else {}
+    rep = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+    single = rep.get("count") == 1 and not isinstance(rep.get("count"), bool)
+    texts: list[str] = []
+    for key in ("text", "patientInstruction"):
+        if isinstance(first.get(key), str):
+            texts.append(first[key])
+    for ai in _list(first.get("additionalInstruction")):
+        if isinstance(ai, dict) and isinstance(ai.get("text"), str):
+            texts.append(ai["text"])
+    code = timing.get("code")
+    if isinstance(code, dict):
+        if isinstance(code.get("text"), str):
+            texts.append(code["text"])
+        for c in _list(code.get("coding")):
+            if isinstance(c, dict):
+                texts += [v for v in (c.get("code"), c.get("display")) if isinstance(v, str)]
+    return Dosage(phases=phases, single=single, texts=tuple(texts), per_day=_per_day(rep) if isinstance(timing.get("repeat"), dict) else None)
+
+
+def _per_day(rep: dict[str, Any]) -> float | None:
+    """Administrations per day of a timing.repeat (None when it cannot be read)."""
+    try:
+        freq = rep.get("frequency", 1)
+        period = rep.get("period", 1)
+        unit = rep.get("periodUnit", "d")
+        if isinstance(freq, bool) or isinstance(period, bool) or unit not in _PERIOD_DAYS or not period or not freq:
+            return None
+        return float(freq) / (float(period) * _PERIOD_DAYS[unit])
+    except (TypeError, ValueError):
+        return None
 
 
 def _ref(value: Any) -> str | None:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from service.fhir.models import DraftOrder
-from service.fhir.orders import codes_of_medication
+from service.pgx.context import DraftOrder
 from service.pgx.models import DrugRef
 
 if TYPE_CHECKING:
@@ -108,29 +107,3 @@ def recognise_codes(
             for ref in index.named_in(text):
                 out.setdefault(ref.name, ref)
     return list(out.values())
-
-
-def medication_request_drugs(index: DrugIndex, resource: dict[str, Any]) -> list[DrugRef]:
-    """The CPIC drugs in a raw FHIR MedicationRequest / MedicationStatement (current medications)."""
-    codes: list[tuple[str | None, str | None]] = []
-    texts: list[str | None] = []
-    for key in ("medicationCodeableConcept", "code"):
-        cc = resource.get(key)
-        if isinstance(cc, dict):
-            texts.append(cc.get("text") if isinstance(cc.get("text"), str) else None)
-            for c in cc.get("coding") or []:
-                if isinstance(c, dict):
-                    codes.append((c.get("system"), c.get("code") if isinstance(c.get("code"), str) else None))
-                    texts.append(c.get("display") if isinstance(c.get("display"), str) else None)
-    ref = resource.get("medicationReference")
-    if isinstance(ref, dict) and isinstance(ref.get("display"), str):
-        texts.append(ref["display"])
-    target = ref.get("reference") if isinstance(ref, dict) else None
-    if isinstance(target, str) and target.startswith("#"):
-        # a contained Medication: its (product) code and its ingredients' codes
-        for med in resource.get("contained") or []:
-            if isinstance(med, dict) and med.get("resourceType") == "Medication" and med.get("id") == target[1:]:
-                mcodes, mtext = codes_of_medication(med)
-                codes += [(c.system, c.code) for c in mcodes]
-                texts += [mtext, *(c.display for c in mcodes)]
-    return recognise_codes(index, codes, texts)

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
-from service.config import Settings
-from service.fhir.models import DraftOrder, PatientData
 from service.pgx import safety as _safety
 from service.pgx import phenoconversion as _phenoconv
 from service.pgx import unreadable as _unreadable
 from service.pgx import warfarin as _warfarin
+from service.pgx.context import DraftOrder, HasContext, PatientContext, as_context
 from service.pgx.drugs import recognise
 from service.pgx.guidelines import DEFAULT_INDICATOR, INDETERMINATE, NO_RESULT, Guideline, Population
 from service.pgx.knowledge import CompiledRule, Knowledge
@@ -34,6 +33,7 @@ from service.pgx.models import (
     Recommendation,
 )
 from service.pgx.notes import split_notes
+from service.pgx.policy import EnginePolicy, as_policy
 from service.pgx.populations import current_med_codes as _current_med_codes
 from service.pgx.populations import select_population, situational_notes
 from service.pgx.wording import capitalise, phenotype_words, results_label
@@ -47,7 +47,6 @@ _ACTION_RANK = {a: i for i, a in enumerate([
 ])}
 _STRENGTH_RANK = {"Strong": 0, "Moderate": 1, "Optional": 2, "No recommendation": 3}
 _NOT_ACTIONABLE = {Action.standard_dosing, Action.no_recommendation}
-_INACTIVE_MED = {"draft", "entered-in-error", "cancelled", "stopped", "completed", "revoked"}
 
 # Activity scores a phenotype-only result can stand for (CPIC ranges; used when the lab gave no AS)
 _AS_BY_PHENOTYPE: dict[str, dict[str, list[str]]] = {
@@ -82,48 +81,56 @@ def evaluate_order(
     k: Knowledge,
     profile: GenomicProfile,
     order: DraftOrder,
-    patient: PatientData,
+    patient: HasContext,
     *,
-    settings: Settings,
+    policy: EnginePolicy | None = None,
+    settings: Any = None,
     today: date | None = None,
     co_orders: Sequence[DraftOrder] = (),
 ) -> list[Recommendation]:
     """Recommendations for one draft order (one per recognised drug and guideline; none if not CPIC).
 
+    `patient`: the typed patient context (or the fhir stage's PatientData, which builds it once).
+    `policy`: the site settings the engine reads (`settings=` a service Settings is converted instead).
     `co_orders`: the other draft orders of the hook call (their perpetrators phenoconvert, as do the
     patient's active medications; see service/pgx/phenoconversion.py)."""
     today = today or datetime.now(timezone.utc).date()
+    patient = as_context(patient)
+    policy = policy if policy is not None else as_policy(settings)
     out: list[Recommendation] = []
     drugs = recognise(k, order)
     pc = _phenoconv.convert(k, profile, _phenoconv.find_exposures(
-        k, patient, order, co_orders, settings, today, exclude=[d.name for d in drugs]))
+        k, patient, order, co_orders, policy, today, exclude=[d.name for d in drugs]))
     for drug in drugs:
         for g in k.guidelines_for_drug(drug.name):
-            rec = _evaluate(k, g, drug, profile, patient, order, settings, today)
+            rec = _evaluate(k, g, drug, profile, patient, order, policy, today)
             rec = _phenoconv.adjust(k, pc, g, drug, rec, lambda p, g=g, drug=drug: _evaluate(
-                k, g, drug, p, patient, order, settings, today))
+                k, g, drug, p, patient, order, policy, today))
             if k.unreadable is not None:  # a result we cannot read never silences the alert (issue 11)
-                rec = _unreadable.guard(k.unreadable, g, drug, profile, rec, settings)
+                rec = _unreadable.guard(k.unreadable, g, drug, profile, rec, policy)
             if rec is not None:
                 out.append(rec)
-    out += _phenoconv.reverse(k, profile, patient, order, co_orders, settings, today, lambda g, drug, p: _evaluate(
-        k, g, drug, p, patient, None, settings, today, pretest=False))
+    out += _phenoconv.reverse(k, profile, patient, order, co_orders, policy, today, lambda g, drug, p: _evaluate(
+        k, g, drug, p, patient, None, policy, today, pretest=False))
     return out
 
 
 def summarize_profile(
     k: Knowledge,
     profile: GenomicProfile,
-    patient: PatientData,
+    patient: HasContext,
     *,
-    settings: Settings,
+    policy: EnginePolicy | None = None,
+    settings: Any = None,
     today: date | None = None,
 ) -> list[Recommendation]:
     """Patient view: for each gene result, every drug with a non-standard recommendation, most severe first."""
     today = today or datetime.now(timezone.utc).date()
+    patient = as_context(patient)
+    policy = policy if policy is not None else as_policy(settings)
     seen: set[tuple[str, str]] = set()
     out: list[Recommendation] = []
-    pc = _phenoconv.convert(k, profile, _phenoconv.find_exposures(k, patient, None, (), settings, today))
+    pc = _phenoconv.convert(k, profile, _phenoconv.find_exposures(k, patient, None, (), policy, today))
     for gene in profile.genes:
         for g in k.by_gene.get(gene, []):
             for d in g.drugs:
@@ -131,9 +138,9 @@ def summarize_profile(
                     continue
                 seen.add((g.id, d.name))
                 ref = DrugRef(name=d.name, rxnorm=d.rxnorm)
-                rec = _evaluate(k, g, ref, profile, patient, None, settings, today, pretest=False)
+                rec = _evaluate(k, g, ref, profile, patient, None, policy, today, pretest=False)
                 rec = _phenoconv.adjust(k, pc, g, ref, rec, lambda p, g=g, ref=ref: _evaluate(
-                    k, g, ref, p, patient, None, settings, today, pretest=False))
+                    k, g, ref, p, patient, None, policy, today, pretest=False))
                 if rec is not None and rec.action not in _NOT_ACTIONABLE:
                     out.append(rec)
     out.sort(key=severity_key)
@@ -155,9 +162,9 @@ def _evaluate(
     g: Guideline,
     drug: DrugRef,
     profile: GenomicProfile,
-    patient: PatientData,
+    patient: PatientContext,
     order: DraftOrder | None,
-    settings: Settings,
+    policy: EnginePolicy,
     today: date,
     *,
     pretest: bool = True,
@@ -167,11 +174,11 @@ def _evaluate(
     if all(r is None for r in results.values()):
         if not pretest:
             return None
-        return _no_result(k, g, drug, profile, patient, order, settings)
+        return _no_result(k, g, drug, profile, patient, order, policy)
     pop, pop_note = select_population(k, g, drug, patient, order, today)
     pop_id = pop.id if pop else None
     if g.algorithm == "warfarin":
-        return _warfarin_rec(k, g, drug, results, patient, order, settings, today, pop, pop_note)
+        return _warfarin_rec(k, g, drug, results, patient, order, policy, today, pop, pop_note)
     keys = [_gene_key(k, g, gene, results[gene]) for gene in genes]
     rule, ambiguity_note = _match(k, g, pop_id, drug.name, keys)
     notes = _gene_notes(keys, profile)
@@ -179,7 +186,7 @@ def _evaluate(
         notes.append(ambiguity_note)
     if pop_note:
         notes.append(pop_note)
-    if rule is not None and rule.full_id in settings.disabled_rules:
+    if rule is not None and rule.full_id in policy.disabled_rules:
         if not any(INDETERMINATE in key.values for key in keys):
             return None
         rule = None  # a site may switch a rule off, but a result we cannot read still gets its card
@@ -193,14 +200,16 @@ def _evaluate(
     detail = _fill(r.detail, drug, primary, keys)
     # one-click safety for this patient and order (cards/safety, rule dose applicability): service/pgx/safety.py
     screened = _safety.screen_alternatives(k.safety, r.alternatives, drug, patient, order, today,
-                                           order_drugs=recognise(k, order) if order is not None and r.alternatives else ())
-    dose, dose_notes = _safety.plan_dose(r.dose, drug, patient, order, today, k.drug_index)
+                                           order_drugs=recognise(k, order) if order is not None and r.alternatives else (),
+                                           not_current=k.medication_status.safety)
+    dose, dose_notes = _safety.plan_dose(r.dose, drug, patient, order, today, k.drug_index,
+                                         k.medication_status.safety)
     evidence = [_evidence(key) for key in keys]
     if pop is not None:  # e.g. carbamazepine "no alternative agent available": an "if ..." note
         notes += situational_notes(k, g, pop, drug.name, rule, lambda p_: _match(k, g, p_, drug.name, keys)[0])
     notes, info_notes = split_notes([*notes, *r.notes, *g.notes, *screened.notes, *dose_notes], drug.name, evidence)
-    indicator = settings.indicator_overrides.get(rule.full_id) or r.effective_indicator
-    if dose is not None and dose.informational and not screened.alternatives and rule.full_id not in settings.indicator_overrides:
+    indicator = policy.indicator_overrides.get(rule.full_id) or r.effective_indicator
+    if dose is not None and dose.informational and not screened.alternatives and rule.full_id not in policy.indicator_overrides:
         indicator = "info"  # starting-dose advice, patient already on the drug: inform (monitor/TDM), do not alarm
     return Recommendation(
         drug=drug,
@@ -409,8 +418,8 @@ def _unmatched(k: Knowledge, g: Guideline, drug: DrugRef, keys: list[_GeneKey], 
     )
 
 
-def _no_result(k: Knowledge, g: Guideline, drug: DrugRef, profile: GenomicProfile, patient: PatientData,
-               order: DraftOrder | None, settings: Settings) -> Recommendation | None:
+def _no_result(k: Knowledge, g: Guideline, drug: DrugRef, profile: GenomicProfile, patient: PatientContext,
+               order: DraftOrder | None, policy: EnginePolicy) -> Recommendation | None:
     dgenes = g.drug_genes(drug.name)
     genes = " or ".join(dgenes) if len(dgenes) <= 2 else ", ".join(dgenes[:-1]) + " or " + dgenes[-1]
     unread = [u for u in profile.unreadable if u.gene in dgenes]
@@ -427,16 +436,16 @@ def _no_result(k: Knowledge, g: Guideline, drug: DrugRef, profile: GenomicProfil
             notes=[why], knowledge_version=k.version, interruptive=False,
         )
     d = g.drug(drug.name)
-    mode = settings.pretest_cards.get(drug.name) or (d.pretest if d else "off")
+    mode = policy.pretest_cards.get(drug.name) or (d.pretest if d else "off")
     if mode == "off":
         return None
     rule_id = f"{g.id}/pretest"
-    if rule_id in settings.disabled_rules:
+    if rule_id in policy.disabled_rules:
         return None
     return Recommendation(
         drug=drug, order_ref=_order_ref(order), guideline_id=g.id, guideline_name=g.name, guideline_url=g.url,
         publication=g.publication, rule_id=rule_id, action=Action.test_before_prescribing,
-        strength="n/a", indicator=settings.indicator_overrides.get(rule_id) or mode,
+        strength="n/a", indicator=policy.indicator_overrides.get(rule_id) or mode,
         summary=f"No {genes} result on file: consider testing before {drug.name}"[:139],
         detail=(f"{drug.name.capitalize()} is covered by the {g.name}, which adjusts therapy by "
                 f"{' and '.join(dgenes)} genotype. No result for {genes} was found in the record. "
@@ -455,7 +464,7 @@ def _no_result(k: Knowledge, g: Guideline, drug: DrugRef, profile: GenomicProfil
 
 
 def _warfarin_rec(k: Knowledge, g: Guideline, drug: DrugRef, results: dict[str, GeneResult | None],
-                  patient: PatientData, order: DraftOrder | None, settings: Settings, today: date,
+                  patient: PatientContext, order: DraftOrder | None, policy: EnginePolicy, today: date,
                   pop: Population | None, pop_note: str | None) -> Recommendation | None:
     def diplo(gene: str) -> str | None:
         r = results.get(gene)
@@ -505,7 +514,7 @@ def _warfarin_rec(k: Knowledge, g: Guideline, drug: DrugRef, results: dict[str, 
         summary = ("Warfarin: variant(s) predict a lower dose; use a pharmacogenetic algorithm"
                    if res.lower_than_usual else "Warfarin: use a pharmacogenetic dosing algorithm")
     rule_id = f"{g.id}/{rule}"
-    if rule_id in settings.disabled_rules:
+    if rule_id in policy.disabled_rules:
         return None
     if res.method == "iwpc" or res.method == "label-table":
         if not res.lower_than_usual:
@@ -515,7 +524,7 @@ def _warfarin_rec(k: Knowledge, g: Guideline, drug: DrugRef, results: dict[str, 
         dose = DoseAdjustment(text=f"about {res.weekly_dose_mg:.1f} mg/week ({res.daily_dose_mg:.1f} mg/day)")
     elif res.label_range_mg_day:
         dose = DoseAdjustment(text=f"{res.label_range_mg_day} mg/day")
-    indicator = settings.indicator_overrides.get(rule_id) or DEFAULT_INDICATOR[action]
+    indicator = policy.indicator_overrides.get(rule_id) or DEFAULT_INDICATOR[action]
     return Recommendation(
         drug=drug, order_ref=_order_ref(order), guideline_id=g.id, guideline_name=g.name, guideline_url=g.url,
         publication=g.publication, rule_id=rule_id, action=action, strength="Strong", indicator=indicator,

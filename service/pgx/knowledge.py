@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.pgx import medications as _medications
 from service.pgx import safety as _safety
 from service.pgx.drugs import DrugIndex, build_index
 from service.pgx.guidelines import (
@@ -87,6 +88,8 @@ class Knowledge:
     safety: _safety.SafetyData = field(default_factory=_safety.SafetyData)  # cards/safety/*.yaml
     valuesets: dict[str, Any] = field(default_factory=dict)  # id -> populations.CompiledValueSet
     phenoconversion: Any = None  # service.pgx.phenoconversion.PhenoKnowledge (cards/phenoconversion.yaml), if present
+    # which medication statuses count as current, per purpose (cards/medication_status.yaml)
+    medication_status: _medications.MedicationStatuses = field(default_factory=_medications.shipped)
 
     def rules_for(self, guideline_id: str, population: str | None, drug: str) -> list[CompiledRule]:
         return self.rules.get((guideline_id, population, drug), [])
@@ -168,7 +171,8 @@ def _guideline_files(dir_: Path) -> list[Path]:
 
 def _version(dir_: Path, files: list[Path]) -> str:
     h = hashlib.sha256()
-    extra = [dir_ / name for name in ("phenoconversion.yaml", "unreadable.yaml") if (dir_ / name).is_file()]
+    extra = [dir_ / name for name in ("phenoconversion.yaml", "unreadable.yaml", _medications.FILE_NAME)
+             if (dir_ / name).is_file()]
     for p in sorted([*files, *sorted((dir_ / "genes").glob("*.yaml")), *_safety.safety_files(dir_),
                      *sorted((dir_ / "valuesets").glob("*.yaml")), *extra]):
         h.update(p.relative_to(dir_).as_posix().encode())
@@ -216,6 +220,10 @@ def _build(dir_: Path) -> tuple[Knowledge | None, list[Problem]]:
     problems += _safety_checks(dir_, loaded, safety)
     pheno, pp = _load_phenoconversion(dir_, genes, bool(gp))
     problems += pp
+    # a tree without the file (a partial test tree) uses the shipped lists
+    status_file = dir_ / _medications.FILE_NAME
+    statuses, msp = _medications.load(status_file if status_file.is_file() else _medications.SHIPPED)
+    problems += [Problem(_rel(dir_, status_file), None, m) for m in msp]
     from service.pgx.unreadable import check_policy, load_policy  # cards/unreadable.yaml
 
     policy, policy_problems = load_policy(dir_)
@@ -227,6 +235,8 @@ def _build(dir_: Path) -> tuple[Knowledge | None, list[Problem]]:
         k.valuesets = valuesets
         k.phenoconversion = pheno
         k.unreadable = policy
+        if statuses is not None:
+            k.medication_status = statuses
     return k, problems
 
 

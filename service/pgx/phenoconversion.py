@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.fhir.models import DraftOrder, PatientData
-from service.pgx.drugs import _RXNORM_SYSTEMS, DrugIndex, medication_request_drugs, recognise_codes
+from service.pgx import medications as _meds
+from service.pgx.context import DraftOrder, HasContext, Medication, PatientContext, as_context
+from service.pgx.drugs import _RXNORM_SYSTEMS, DrugIndex, recognise_codes
 from service.pgx.genes import format_activity
 from service.pgx.guidelines import (
     INDETERMINATE,
@@ -36,9 +37,9 @@ from service.pgx.guidelines import (
     read_yaml_with_lines,
 )
 from service.pgx.models import Action, DrugRef, GeneResult, GenomicProfile, PhenotypeCall, Recommendation
+from service.pgx.policy import EnginePolicy, as_policy
 
 if TYPE_CHECKING:
-    from service.config import Settings
     from service.pgx.guidelines import Guideline
     from service.pgx.knowledge import Knowledge
 
@@ -47,7 +48,6 @@ Strength = Literal["strong_inhibitor", "moderate_inhibitor", "weak_inhibitor",
                    "strong_inducer", "moderate_inducer", "weak_inducer"]
 _STRENGTH_RANK: dict[str, int] = {"strong_inhibitor": 0, "moderate_inhibitor": 1, "weak_inhibitor": 2,
                                   "strong_inducer": 3, "moderate_inducer": 4, "weak_inducer": 5}
-_INACTIVE = {"draft", "entered-in-error", "cancelled", "stopped", "completed", "revoked"}
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -292,23 +292,20 @@ class Exposure:
         return ", ".join(parts)
 
 
-def _enabled(k: "Knowledge", settings: "Settings") -> PhenoKnowledge | None:
+def _enabled(k: "Knowledge", policy: EnginePolicy) -> PhenoKnowledge | None:
     pk = getattr(k, "phenoconversion", None)
-    ps = getattr(settings, "phenoconversion", None)
-    if pk is None or (ps is not None and not ps.enabled):
+    if pk is None or not policy.phenoconversion.enabled:
         return None
     return pk
 
 
-def _gene_on(pk: PhenoKnowledge, settings: "Settings", gene: str) -> bool:
-    ps = getattr(settings, "phenoconversion", None)
-    return not (ps is not None and gene in ps.disabled_genes)
+def _gene_on(pk: PhenoKnowledge, policy: EnginePolicy, gene: str) -> bool:
+    return gene not in policy.phenoconversion.disabled_genes
 
 
-def _drug_on(pk: PhenoKnowledge, settings: "Settings", name: str) -> bool:
+def _drug_on(pk: PhenoKnowledge, policy: EnginePolicy, name: str) -> bool:
     p = pk.perpetrators.get(name)
-    ps = getattr(settings, "phenoconversion", None)
-    return p is not None and p.enabled and not (ps is not None and name in ps.disabled_drugs)
+    return p is not None and p.enabled and name not in policy.phenoconversion.disabled_drugs
 
 
 def perpetrators_in_order(k: "Knowledge", order: DraftOrder) -> list[DrugRef]:
@@ -342,22 +339,8 @@ def _recognise(pk: PhenoKnowledge, codes: Iterable[tuple[Any, Any]], texts: Iter
     return list(out.values())
 
 
-def _medication_drugs(pk: PhenoKnowledge, resource: dict[str, Any]) -> list[DrugRef]:
-    codes: list[tuple[Any, Any]] = []
-    texts: list[Any] = []
-    for key in ("medicationCodeableConcept", "code"):
-        cc = resource.get(key)
-        if isinstance(cc, dict):
-            texts.append(cc.get("text"))
-            codings = cc.get("coding")
-            for c in codings if isinstance(codings, list) else []:
-                if isinstance(c, dict):
-                    codes.append((c.get("system"), c.get("code")))
-                    texts.append(c.get("display"))
-    ref = resource.get("medicationReference")
-    if isinstance(ref, dict):
-        texts.append(ref.get("display"))
-    return _recognise(pk, codes, texts)
+def _medication_drugs(pk: PhenoKnowledge, med: Medication) -> list[DrugRef]:
+    return _recognise(pk, med.codes(), med.texts())
 
 
 def data_needs(k: "Knowledge", drug_names: Iterable[str]) -> set[str]:
@@ -391,38 +374,25 @@ def _same(a: DraftOrder, b: DraftOrder) -> bool:
         [(c.system, c.code) for c in a.codes] == [(c.system, c.code) for c in b.codes] and a.text == b.text
 
 
-def _ended(m: dict[str, Any], today: date) -> bool:
-    ends: list[Any] = [((m.get("dispenseRequest") or {}).get("validityPeriod") or {}).get("end")]
-    for di in m.get("dosageInstruction") or []:
-        if isinstance(di, dict):
-            ends.append((((di.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}).get("end"))
-    for e in ends:
-        if isinstance(e, str) and len(e) >= 10:
-            try:
-                if date.fromisoformat(e[:10]) < today:
-                    return True
-            except ValueError:
-                continue
-    return False
-
-
-def find_exposures(k: "Knowledge", patient: PatientData | None, order: DraftOrder | None,
-                   co_orders: Sequence[DraftOrder], settings: "Settings", today: date,
+def find_exposures(k: "Knowledge", patient: HasContext | None, order: DraftOrder | None,
+                   co_orders: Sequence[DraftOrder], policy: EnginePolicy | Any, today: date,
                    *, exclude: Iterable[str] = ()) -> list[Exposure]:
     """Perpetrators in the active medications and the other draft orders (not in `order` itself; not
     drugs named in `exclude`, e.g. the ordered drug, which does not convert its own guideline)."""
-    pk = _enabled(k, settings)
+    policy = as_policy(policy)
+    pk = _enabled(k, policy)
     if pk is None:
         return []
     skip = set(exclude)
     own = order.id if order is not None else None
-    out = [e for e in _medication_exposures(pk, patient, settings, today)
+    ctx = as_context(patient) if patient is not None else None
+    out = [e for e in _medication_exposures(pk, ctx, policy, today, k.medication_status.phenoconversion)
            if e.name not in skip and not (own and e.reference == f"MedicationRequest/{own}")]
     for o in co_orders:
         if order is not None and _same(o, order):
             continue
         for ref in perpetrators_in_order(k, o):
-            out += _exposures(pk, settings, ref, o.reference, "draft order", None, None, None, skip)
+            out += _exposures(pk, policy, ref, o.reference, "draft order", None, None, None, skip)
     return _dedupe(out)
 
 
@@ -431,54 +401,49 @@ def find_exposures(k: "Knowledge", patient: PatientData | None, order: DraftOrde
 _MED_MEMO: "OrderedDict[tuple, tuple[list, list[Exposure]]]" = OrderedDict()
 
 
-def _medication_exposures(pk: PhenoKnowledge, patient: PatientData | None, settings: "Settings",
-                          today: date) -> list[Exposure]:
+def _medication_exposures(pk: PhenoKnowledge, patient: PatientContext | None, policy: EnginePolicy,
+                          today: date, not_current: frozenset[str]) -> list[Exposure]:
     meds = patient.medications if patient is not None else []
     if not meds:
         return []
-    ps = getattr(settings, "phenoconversion", None)
-    key = (id(meds), len(meds), id(pk), today, tuple(ps.disabled_genes) if ps else (), tuple(ps.disabled_drugs) if ps else ())
+    ps = policy.phenoconversion
+    key = (id(meds), len(meds), id(pk), today, ps.disabled_genes, ps.disabled_drugs, not_current)
     hit = _MED_MEMO.get(key)
     if hit is not None and hit[0] is meds:
         return hit[1]
     out: list[Exposure] = []
-    for m in meds:
-        if not isinstance(m, dict) or m.get("status") in _INACTIVE:
-            continue
+    for m in _meds.current(meds, None, not_current):
         refs = _medication_drugs(pk, m)
-        if not refs or _ended(m, today):
+        if not refs or m.ended_before(today):
             continue
-        mid = m.get("id") if isinstance(m.get("id"), str) else None
-        vp = (m.get("dispenseRequest") or {}).get("validityPeriod") or {}
-        authored = m.get("authoredOn") if isinstance(m.get("authoredOn"), str) else None
         for ref in refs:
-            out += _exposures(pk, settings, ref, f"MedicationRequest/{mid}" if mid else None, "active medication",
-                              authored, vp.get("start") if isinstance(vp.get("start"), str) else None,
-                              vp.get("end") if isinstance(vp.get("end"), str) else None, set())
+            out += _exposures(pk, policy, ref, m.reference, "active medication",
+                              m.authored, m.validity_start, m.validity_end, set())
     _MED_MEMO[key] = (meds, out)
     if len(_MED_MEMO) > 256:
         _MED_MEMO.popitem(last=False)
     return out
 
 
-def order_exposures(k: "Knowledge", order: DraftOrder, settings: "Settings") -> list[Exposure]:
+def order_exposures(k: "Knowledge", order: DraftOrder, policy: EnginePolicy | Any) -> list[Exposure]:
     """Perpetrators in the order being evaluated (reverse direction)."""
-    pk = _enabled(k, settings)
+    policy = as_policy(policy)
+    pk = _enabled(k, policy)
     if pk is None:
         return []
     out: list[Exposure] = []
     for ref in perpetrators_in_order(k, order):
-        out += _exposures(pk, settings, ref, order.reference, "this order", None, None, None, set())
+        out += _exposures(pk, policy, ref, order.reference, "this order", None, None, None, set())
     return _dedupe(out)
 
 
-def _exposures(pk: PhenoKnowledge, settings: "Settings", ref: DrugRef, reference: str | None, origin: str,
+def _exposures(pk: PhenoKnowledge, policy: EnginePolicy, ref: DrugRef, reference: str | None, origin: str,
                authored: str | None, start: str | None, end: str | None, skip: set[str]) -> list[Exposure]:
-    if ref.name in skip or not _drug_on(pk, settings, ref.name):
+    if ref.name in skip or not _drug_on(pk, policy, ref.name):
         return []
     p = pk.perpetrators[ref.name]
     return [Exposure(p.name, p.rxnorm, e.gene, e.strength, reference, origin, authored, start, end)
-            for e in p.effects if _gene_on(pk, settings, e.gene)]
+            for e in p.effects if _gene_on(pk, policy, e.gene)]
 
 
 def _dedupe(items: list[Exposure]) -> list[Exposure]:
@@ -763,11 +728,12 @@ def _pretest(pk: PhenoKnowledge, pc: Phenoconversion, dgenes: list[str], rec: Re
     return rec.model_copy(update={"notes": list(dict.fromkeys(notes))}) if len(notes) != len(rec.notes) else rec
 
 
-def reverse(k: "Knowledge", profile: GenomicProfile, patient: PatientData, order: DraftOrder,
-            co_orders: Sequence[DraftOrder], settings: "Settings", today: date,
+def reverse(k: "Knowledge", profile: GenomicProfile, patient: HasContext, order: DraftOrder,
+            co_orders: Sequence[DraftOrder], policy: EnginePolicy | Any, today: date,
             evaluate: Callable[["Guideline", DrugRef, GenomicProfile], Recommendation | None]) -> list[Recommendation]:
     """Cards about the drugs the patient takes whose CPIC advice changes with the perpetrator being ordered."""
-    new = order_exposures(k, order, settings)
+    policy = as_policy(policy)
+    new = order_exposures(k, order, policy)
     pk = getattr(k, "phenoconversion", None)
     if not new or pk is None:
         return []
@@ -775,7 +741,8 @@ def reverse(k: "Knowledge", profile: GenomicProfile, patient: PatientData, order
     if not genes:
         return []
     ordered_names = {e.name for e in new}
-    existing = find_exposures(k, patient, order, co_orders, settings, today)
+    ctx = as_context(patient)
+    existing = find_exposures(k, ctx, order, co_orders, policy, today)
     before = convert(k, profile, existing)
     after = convert(k, profile, existing + new)
     if after is None:
@@ -783,11 +750,10 @@ def reverse(k: "Knowledge", profile: GenomicProfile, patient: PatientData, order
     base_profile = before.profile if before is not None else profile
     out: list[Recommendation] = []
     seen: set[tuple[str, str]] = set()
-    for m in patient.medications:
-        if not isinstance(m, dict) or m.get("status") in _INACTIVE or _ended(m, today):
+    for m in _meds.current(ctx.medications, None, k.medication_status.phenoconversion):
+        if m.ended_before(today):
             continue
-        mid = m.get("id") if isinstance(m.get("id"), str) else None
-        for drug in medication_request_drugs(k.drug_index, m):
+        for drug in _meds.medication_drugs(k.drug_index, m):
             if drug.name in ordered_names:
                 continue
             for g in k.guidelines_for_drug(drug.name):
@@ -805,20 +771,19 @@ def reverse(k: "Knowledge", profile: GenomicProfile, patient: PatientData, order
                     continue
                 if base is not None and (base.rule_id, base.action) == (eff.rule_id, eff.action):
                     continue
-                out.append(_reverse_rec(pk, after, conv, drug, eff, base, order, new,
-                                        f"MedicationRequest/{mid}" if mid else None, m))
+                out.append(_reverse_rec(pk, after, conv, drug, eff, base, order, new, m.reference, m))
     return out
 
 
 def _reverse_rec(pk: PhenoKnowledge, pc: Phenoconversion, genes: list[str], drug: DrugRef, eff: Recommendation,
                  base: Recommendation | None, order: DraftOrder, new: list[Exposure], med_ref: str | None,
-                 med: dict[str, Any]) -> Recommendation:
+                 med: Medication) -> Recommendation:
     texts = pk.data.texts
     gene = genes[0]
     gc = pc.genes[gene]
     perps = [e for e in new if e.gene == gene]
     perp = _names(perps)
-    authored = med.get("authoredOn") if isinstance(med.get("authoredOn"), str) else None
+    authored = med.authored
     drug_since = f" ({med_ref or 'active medication'}" + (f", ordered {authored[:10]}" if authored else "") + ")"
     v = _vars(gc, perps)
     detail = _fmt(texts.reverse_detail, drug=drug.name, drug_since=drug_since, perpetrator=perp,
@@ -846,10 +811,10 @@ def _reverse_rec(pk: PhenoKnowledge, pc: Phenoconversion, genes: list[str], drug
     })
 
 
-def conversions(k: "Knowledge", profile: GenomicProfile, patient: PatientData, settings: "Settings",
+def conversions(k: "Knowledge", profile: GenomicProfile, patient: HasContext, policy: EnginePolicy | Any,
                 today: date) -> dict[str, GeneConversion]:
     """Per gene, the conversion by the patient's current medicines (for the SMART profile page)."""
-    pc = convert(k, profile, find_exposures(k, patient, None, (), settings, today))
+    pc = convert(k, profile, find_exposures(k, patient, None, (), policy, today))
     return dict(pc.genes) if pc is not None else {}
 
 
@@ -858,9 +823,10 @@ def conversions(k: "Knowledge", profile: GenomicProfile, patient: PatientData, s
 
 
 def describe_with(k: "Knowledge", gene: str, call: PhenotypeCall, medicines: list[str],
-                  settings: "Settings") -> dict[str, Any]:
+                  policy: EnginePolicy | Any) -> dict[str, Any]:
     """For `pgx-cds phenotype --with`: the effective values of one call with these co-medications."""
-    pk = _enabled(k, settings)
+    policy = as_policy(policy)
+    pk = _enabled(k, policy)
     out: dict[str, Any] = {}
     if pk is None:
         return {"effectivePhenotype": call.phenotype, "effectiveActivityScore": call.activity_score,
@@ -872,7 +838,7 @@ def describe_with(k: "Knowledge", gene: str, call: PhenotypeCall, medicines: lis
         if not refs:
             unknown.append(name)
         for ref in refs:
-            exps += _exposures(pk, settings, ref, None, "given", None, None, None, set())
+            exps += _exposures(pk, policy, ref, None, "given", None, None, None, set())
     exps = [e for e in exps if e.gene == call.gene]
     profile = GenomicProfile(patient_id="cli", genes={call.gene: GeneResult(gene=call.gene, diplotype=call.diplotype, call=call)})
     pc = convert(k, profile, exps)

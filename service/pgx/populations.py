@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from service.fhir.models import DraftOrder, PatientData
+from service.pgx import medications as _meds
 from service.pgx import warfarin as _warfarin
-from service.pgx.drugs import medication_request_drugs
+from service.pgx.context import Condition, DraftOrder, PatientContext
 from service.pgx.guidelines import Guideline, NoteDef, Population
 from service.pgx.models import DrugRef
 
@@ -44,7 +44,9 @@ SYSTEM_ALIASES = {
 }
 _ICD = (ICD10, ICD10CM)
 _RANGE = re.compile(r"^([A-Z][0-9][0-9A-Z])-([A-Z][0-9][0-9A-Z])$")
-_INACTIVE_MED = {"draft", "entered-in-error", "cancelled", "stopped", "completed", "revoked"}
+_INACTIVE = frozenset({"inactive", "resolved", "remission"})
+_INACTIVE_IN_REMISSION = frozenset({"inactive", "resolved"})
+_REFUTED = frozenset({"refuted", "entered-in-error"})
 
 
 def system_uri(system: str) -> str:
@@ -149,7 +151,7 @@ def load_valuesets(dir_: Path) -> tuple[dict[str, CompiledValueSet], list[tuple[
 # Choosing the population
 
 
-def select_population(k: Knowledge, g: Guideline, drug: DrugRef, patient: PatientData,
+def select_population(k: Knowledge, g: Guideline, drug: DrugRef, patient: PatientContext,
                       order: DraftOrder | None, today: date) -> tuple[Population | None, str | None]:
     """The population the record supports, else the primary one with a note saying so."""
     if not g.populations:
@@ -169,7 +171,7 @@ def select_population(k: Knowledge, g: Guideline, drug: DrugRef, patient: Patien
     return primary, f"Population could not be determined from the record; {primary.label} assumed."
 
 
-def _population_state(k: Knowledge, p: Population, drug: DrugRef, patient: PatientData,
+def _population_state(k: Knowledge, p: Population, drug: DrugRef, patient: PatientContext,
                       order: DraftOrder | None, today: date) -> bool | None:
     m = p.match
     if m is None:
@@ -209,21 +211,12 @@ def _population_state(k: Knowledge, p: Population, drug: DrugRef, patient: Patie
     return None
 
 
-def _listed(value: Any) -> list[Any]:
-    """A FHIR array field, or [] when the (untrusted) value is anything else."""
-    return value if isinstance(value, list) else []
-
-
-def patient_codes(patient: PatientData, order: DraftOrder | None, *, remission: bool = False) -> set[tuple[str, str]]:
+def patient_codes(patient: PatientContext, order: DraftOrder | None, *, remission: bool = False) -> set[tuple[str, str]]:
     """(system, code) of the patient's active conditions and the order's reasons."""
     codes: set[tuple[str, str]] = set()
     for c in patient.conditions:
-        if not isinstance(c, dict) or not condition_active(c, remission=remission):
-            continue
-        code = c.get("code")
-        for coding in _listed(code.get("coding")) if isinstance(code, dict) else []:  # untrusted: any JSON type
-            if isinstance(coding, dict) and isinstance(coding.get("system"), str) and isinstance(coding.get("code"), str):
-                codes.add((system_uri(coding["system"]), coding["code"].strip()))
+        if condition_active(c, remission=remission):
+            codes.update((system_uri(s), code.strip()) for s, code in c.codes)
     if order is not None:
         for rc in order.reason_codes:
             if rc.system and rc.code:
@@ -231,14 +224,9 @@ def patient_codes(patient: PatientData, order: DraftOrder | None, *, remission: 
     return codes
 
 
-def condition_active(c: dict[str, Any], *, remission: bool = False) -> bool:
-    inactive = {"inactive", "resolved"} | (set() if remission else {"remission"})
-    for field_, bad in (("clinicalStatus", inactive), ("verificationStatus", {"refuted", "entered-in-error"})):
-        cc = c.get(field_)
-        for coding in _listed(cc.get("coding")) if isinstance(cc, dict) else []:
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str) and coding["code"] in bad:
-                return False
-    return True
+def condition_active(c: Condition, *, remission: bool = False) -> bool:
+    inactive = _INACTIVE_IN_REMISSION if remission else _INACTIVE
+    return not any(s in inactive for s in c.clinical_status) and not any(s in _REFUTED for s in c.verification_status)
 
 
 def condition_matches(pattern: str, codes: set[tuple[str, str]]) -> bool:
@@ -276,42 +264,20 @@ def situational_notes(k: Knowledge, g: Guideline, pop: Population, drug: str, ru
 # Current medications
 
 
-def _active_meds(patient: PatientData, order: DraftOrder | None) -> list[dict[str, Any]]:
-    out = []
-    for m in patient.medications:
-        if not isinstance(m, dict) or (isinstance(m.get("status"), str) and m["status"] in _INACTIVE_MED):
-            continue
-        if order is not None and order.id and m.get("id") == order.id:
-            continue
-        out.append(m)
-    return out
+def _active_meds(k: Knowledge, patient: PatientContext, order: DraftOrder | None) -> list:
+    return _meds.current(patient.medications, order, k.medication_status.populations)
 
 
-def current_med_codes(k: Knowledge, patient: PatientData, order: DraftOrder | None) -> set[str]:
+def current_med_codes(k: Knowledge, patient: PatientContext, order: DraftOrder | None) -> set[str]:
+    """Codes of the current medications (as sent, any system) and the RxNorm codes of the CPIC drugs in them."""
     codes: set[str] = set()
-    for m in _active_meds(patient, order):
-        cc = m.get("medicationCodeableConcept")
-        for coding in _listed(cc.get("coding")) if isinstance(cc, dict) else []:
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str) and coding["code"]:
-                codes.add(coding["code"])
-        codes.update(ref.rxnorm for ref in medication_request_drugs(k.drug_index, m))
+    for m in _active_meds(k, patient, order):
+        codes.update(c.code for cc in m.concepts for c in cc.codes if c.code)
+        codes.update(ref.rxnorm for ref in _meds.medication_drugs(k.drug_index, m))
     return codes
 
 
-def drug_use(k: Knowledge, drug: DrugRef, patient: PatientData, order: DraftOrder | None,
+def drug_use(k: Knowledge, drug: DrugRef, patient: PatientContext, order: DraftOrder | None,
              today: date) -> tuple[bool, int | None]:
     """Is the drug already an active medication, and since how many days (None if unknown)?"""
-    best: int | None = None
-    found = False
-    for m in _active_meds(patient, order):
-        if drug.name not in {r.name for r in medication_request_drugs(k.drug_index, m)}:
-            continue
-        found = True
-        authored = m.get("authoredOn") or ((m.get("dispenseRequest") or {}).get("validityPeriod") or {}).get("start")
-        if isinstance(authored, str) and len(authored) >= 10:
-            try:
-                days = (today - date.fromisoformat(authored[:10])).days
-            except ValueError:
-                continue
-            best = days if best is None else max(best, days)
-    return found, best
+    return _meds.drug_use(k.drug_index, drug, _active_meds(k, patient, order), today)

@@ -10,14 +10,14 @@ is data: ``cards/unreadable.yaml``. :func:`guard` is called by the engine for ev
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.cdshooks.markdown import md_text
-from service.config import Settings
 from service.pgx.guidelines import INDETERMINATE, Guideline
+from service.pgx.policy import EnginePolicy, as_policy
 from service.pgx.models import Action, DrugRef, FollowUpTest, GenomicProfile, Recommendation, UnreadableEvidence
 
 POLICY_FILE = "unreadable.yaml"
@@ -116,11 +116,11 @@ def follow_up_tests(policy: UnreadablePolicy, profile: GenomicProfile, genes: li
     return out
 
 
-def required_indicator(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, settings: Settings) -> str:
+def required_indicator(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, site: EnginePolicy | Any) -> str:
     """At least the drug's pre-test level (site setting or guideline file), at least info, and the policy's
     level for high-risk drugs."""
     d = g.drug(drug.name)
-    pretest = settings.pretest_cards.get(drug.name) or (d.pretest if d else "off")
+    pretest = as_policy(site).pretest_cards.get(drug.name) or (d.pretest if d else "off")
     level = pretest if pretest in _RANK else "info"
     hr = policy.drugs.get(drug.name)
     if hr is not None and _RANK[hr.indicator] > _RANK[level]:
@@ -129,7 +129,7 @@ def required_indicator(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, se
 
 
 def guard(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, profile: GenomicProfile,
-          rec: Recommendation | None, settings: Settings) -> Recommendation | None:
+          rec: Recommendation | None, site: EnginePolicy | Any) -> Recommendation | None:
     """Return ``rec``, or a stronger card when a result for the drug's genes cannot be interpreted."""
     if rec is None:
         return None
@@ -146,7 +146,8 @@ def guard(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, profile: Genomi
         if also:  # a readable result was used, but another one for the gene could not be read: say so
             update["notes"] = list(dict.fromkeys([*rec.notes, *also]))
         return rec.model_copy(update=update) if update else rec
-    level = required_indicator(policy, g, drug, settings)
+    site = as_policy(site)
+    level = required_indicator(policy, g, drug, site)
     what = "; ".join(_describe(p) for p in problems)  # plain text (notes are escaped where they are rendered)
     todo = _todo(tests)
     note = (f"Could not be interpreted: {what}. Review the laboratory report, confirm the result with the "
@@ -160,7 +161,7 @@ def guard(policy: UnreadablePolicy, g: Guideline, drug: DrugRef, profile: Genomi
         update["indicator"] = level
         return rec.model_copy(update=update)
     rule_id = f"{g.id}/unreadable"
-    override = settings.indicator_overrides.get(rule_id)
+    override = site.indicator_overrides.get(rule_id)
     if override in _RANK and _RANK[override] > _RANK[level]:
         level = override
     genes_txt = "/".join(dict.fromkeys(p.gene for p in problems))

@@ -6,7 +6,8 @@ import pytest
 
 from service.config import REPO_ROOT
 from service.fhir.models import DraftOrder, MedicationCode
-from service.pgx.drugs import medication_request_drugs, recognise
+from service.fhir.context import medication_drugs_of as medication_request_drugs
+from service.pgx.drugs import recognise
 from service.pgx.knowledge import load_knowledge
 
 RX = "http://www.nlm.nih.gov/research/umls/rxnorm"

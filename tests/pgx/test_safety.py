@@ -16,11 +16,13 @@ from service.cards.builder import build_card_template
 from service.config import REPO_ROOT, Settings
 from service.fhir.models import DraftOrder, MedicationCode, PatientData
 from service.fhir.orders import extract_orders
-from service.pgx.drugs import medication_request_drugs, recognise
+from service.fhir.context import medication_drugs_of as medication_request_drugs
+from service.fhir.orders import dosage
+from service.pgx.drugs import recognise
 from service.pgx.engine import evaluate_order
 from service.pgx.knowledge import check_knowledge, load_knowledge
 from service.pgx.models import GeneResult, GenomicProfile, PhenotypeCall
-from service.pgx.safety import doses_per_day, loading_dose_reason
+from service.pgx.safety import doses_per_day as _doses_per_day, loading_dose_reason as _loading_dose_reason
 
 RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SCT = "http://snomed.info/sct"
@@ -338,7 +340,8 @@ def test_sequenced_loading_then_maintenance_is_not_scaled(k):
         {"sequence": 1, "doseAndRate": [{"doseQuantity": {"value": 1000, "unit": "mg"}}]},
         {"sequence": 2, "doseAndRate": [{"doseQuantity": {"value": 100, "unit": "mg"}}],
          "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d"}}}]
-    assert loading_dose_reason(o.resource) and _updates(card(one(k, prof(C9_IM), o, patient()), o)) == []
+    o = extract_orders({"resourceType": "Bundle", "entry": [{"resource": o.resource}]}, None)[0]  # read once
+    assert _loading_dose_reason(o.dosage) and _updates(card(one(k, prof(C9_IM), o, patient()), o)) == []
 
 
 def test_a_maintenance_dose_is_scaled(k):
@@ -434,6 +437,14 @@ def test_meloxicam_half_of_lowest_starting_dose_is_not_half_the_ordered_dose(k):
     o = order("41493", dose=15)
     r = one(k, prof(C9_IM), o, patient())
     assert r.dose.factor == 0.5 and r.dose.one_click is False and _updates(card(r, o)) == []
+
+
+def doses_per_day(resource: dict):
+    return _doses_per_day(dosage(resource))  # the fhir stage reads the timing, the dose check uses it
+
+
+def loading_dose_reason(resource: dict):
+    return _loading_dose_reason(dosage(resource))
 
 
 def test_doses_per_day_reads_fhir_timing():

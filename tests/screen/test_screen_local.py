@@ -78,7 +78,7 @@ def _hook_findings(app, pid: str, resources: list[dict]) -> list[dict]:
     from service.hooks.discovery import SERVICES
     from service.hooks.pipeline import run_hook
     from service.hooks.schemas import HookRequest
-    from service.pgx.drugs import medication_request_drugs
+    from service.fhir.context import medication_drugs_of as medication_request_drugs
     from tests.screen.synth import RXNORM, cpic_drugs
 
     vitals = [r for r in resources if r["resourceType"] == "Observation"

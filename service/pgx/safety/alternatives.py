@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from service.fhir.models import DraftOrder, PatientData
+from service.pgx.context import DraftOrder, PatientContext
 from service.pgx.guidelines import AlternativeDef
 from service.pgx.models import Alternative, DrugRef, WithheldAlternative
 from service.pgx.safety.data import SafetyData
@@ -45,8 +45,9 @@ def combination_others(data: SafetyData, order: DraftOrder | None, drugs: Sequen
     return list(dict.fromkeys(others))
 
 
-def screen_alternatives(data: SafetyData, alts: Sequence[AlternativeDef], drug: DrugRef, patient: PatientData,
-                        order: DraftOrder | None, today: date, *, order_drugs: Sequence[DrugRef] = ()) -> Screened:
+def screen_alternatives(data: SafetyData, alts: Sequence[AlternativeDef], drug: DrugRef, patient: PatientContext,
+                        order: DraftOrder | None, today: date, *, order_drugs: Sequence[DrugRef] = (),
+                        not_current: frozenset[str]) -> Screened:
     """Which of a rule's alternatives may be offered one-click for this patient, and why the others are not."""
     out = Screened([], [], [])
     if not alts:
@@ -60,7 +61,7 @@ def screen_alternatives(data: SafetyData, alts: Sequence[AlternativeDef], drug: 
                                                     reason=reason, citation=data.policy.citation))
         out.notes.append(f"No one-click switch: {reason}")
         return out
-    rec = Record(patient, order, today)
+    rec = Record(patient, order, today, not_current)
     for a in alts:
         if a.rxnorm is None:
             why = a.why or "no verified RxNorm code for the product to order"

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any
-
-from service.fhir.models import DraftOrder, PatientData
+from service.pgx import medications as _meds
+from service.pgx.context import Dosage, DraftOrder, PatientContext
+from service.pgx.drugs import DrugIndex
 from service.pgx.guidelines import DoseDef
 from service.pgx.models import DoseAdjustment, DrugRef
-from service.pgx.safety.record import _age_state, _unavailable, active_medications
+from service.pgx.safety.record import _age_state, _unavailable
 
 # --------------------------------------------------------------------------------------------
 # Dose changes
@@ -20,80 +20,34 @@ _LOADING_WORDS = re.compile(
     r"once(?!\s*(a|per|every|each|daily|weekly|monthly|nightly|day|week|month)\b))\b", re.IGNORECASE)
 
 
-def loading_dose_reason(resource: dict[str, Any]) -> str | None:
-    """Why the order's first dosage instruction looks like a loading or once-only dose (None if it does not)."""
-    dis = resource.get("dosageInstruction") if isinstance(resource, dict) else None
-    if not isinstance(dis, list) or not dis:
-        return None
-    if len(dis) > 1 and len({(d.get("sequence") if isinstance(d, dict) else None) for d in dis}) > 1:
+def loading_dose_reason(dosage: Dosage) -> str | None:
+    """Why the order's dosage looks like a loading or once-only dose (None if it does not)."""
+    if dosage.phases:
         return "several dosing phases (dosageInstruction.sequence)"
-    first = dis[0] if isinstance(dis[0], dict) else {}
-    timing = first.get("timing") if isinstance(first.get("timing"), dict) else {}
-    rep = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
-    if rep.get("count") == 1 and not isinstance(rep.get("count"), bool):
+    if dosage.single:
         return "timing count 1 (a single dose)"
-    texts: list[str] = []
-    for key in ("text", "patientInstruction"):
-        if isinstance(first.get(key), str):
-            texts.append(first[key])
-    for ai in first.get("additionalInstruction") if isinstance(first.get("additionalInstruction"), list) else []:
-        if isinstance(ai, dict) and isinstance(ai.get("text"), str):
-            texts.append(ai["text"])
-    code = timing.get("code")
-    if isinstance(code, dict):
-        if isinstance(code.get("text"), str):
-            texts.append(code["text"])
-        for c in code.get("coding") if isinstance(code.get("coding"), list) else []:
-            if isinstance(c, dict):
-                texts += [v for v in (c.get("code"), c.get("display")) if isinstance(v, str)]
-    for t in texts:
+    for t in dosage.texts:
         m = _LOADING_WORDS.search(t)
         if m:
             return f"dosing text says {m.group(0)!r}"
     return None
 
 
-_PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.0}
-
-
-def doses_per_day(resource: dict[str, Any]) -> float | None:
+def doses_per_day(dosage: Dosage) -> float | None:
     """Administrations per day from the first dosage instruction's timing (None when it cannot be read)."""
-    try:
-        rep = resource["dosageInstruction"][0]["timing"]["repeat"]
-        freq = rep.get("frequency", 1)
-        period = rep.get("period", 1)
-        unit = rep.get("periodUnit", "d")
-        if isinstance(freq, bool) or isinstance(period, bool) or unit not in _PERIOD_DAYS or not period or not freq:
-            return None
-        return float(freq) / (float(period) * _PERIOD_DAYS[unit])
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-        return None
+    return dosage.per_day
 
 
-def drug_in_use(drug: DrugRef, patient: PatientData, order: DraftOrder | None, today: date,
-                index: Any) -> tuple[bool | None, int | None]:
+def drug_in_use(drug: DrugRef, patient: PatientContext, order: DraftOrder | None, today: date,
+                index: DrugIndex, not_current: frozenset[str]) -> tuple[bool | None, int | None]:
     """(is the drug already an active medication — None if we cannot tell, days since the earliest start)."""
-    from service.pgx.drugs import medication_request_drugs
-
-    found = False
-    days: int | None = None
-    for m in active_medications(patient, order):
-        if drug.name not in {r.name for r in medication_request_drugs(index, m)}:
-            continue
-        found = True
-        authored = m.get("authoredOn") or ((m.get("dispenseRequest") or {}).get("validityPeriod") or {}).get("start")
-        if isinstance(authored, str) and len(authored) >= 10:
-            try:
-                d = (today - date.fromisoformat(authored[:10])).days
-            except ValueError:
-                continue
-            days = d if days is None else max(days, d)
+    found, days = _meds.drug_use(index, drug, _meds.current(patient.medications, order, not_current), today)
     if not found and _unavailable(patient, "medications"):
         return None, None
     return found, days
 
 
-def _bounds_state(d: DoseDef, patient: PatientData, today: date) -> bool | None:
+def _bounds_state(d: DoseDef, patient: PatientContext, today: date) -> bool | None:
     states: list[bool | None] = []
     for b in d.applies_if:
         parts: list[bool | None] = []
@@ -124,8 +78,8 @@ def _describe_bounds(d: DoseDef) -> str:
     return " or ".join(out)
 
 
-def plan_dose(d: DoseDef | None, drug: DrugRef, patient: PatientData, order: DraftOrder | None, today: date,
-              index: Any) -> tuple[DoseAdjustment | None, list[str]]:
+def plan_dose(d: DoseDef | None, drug: DrugRef, patient: PatientContext, order: DraftOrder | None, today: date,
+              index: DrugIndex, not_current: frozenset[str]) -> tuple[DoseAdjustment | None, list[str]]:
     """CPIC's dose advice for this patient and order: whether its number applies and may be applied with one click."""
     if d is None:
         return None, []
@@ -143,7 +97,7 @@ def plan_dose(d: DoseDef | None, drug: DrugRef, patient: PatientData, order: Dra
             blocked.append("bounds")
             notes.append(f"CPIC's dose numbers for {drug.name} apply to patients with {_describe_bounds(d)}; "
                          "age or weight is not in the record: check before using them.")
-    in_use, days = drug_in_use(drug, patient, order, today, index)
+    in_use, days = drug_in_use(drug, patient, order, today, index, not_current)
     if d.applies == "start":
         if in_use is True:
             blocked.append("in-use")
@@ -168,7 +122,7 @@ def plan_dose(d: DoseDef | None, drug: DrugRef, patient: PatientData, order: Dra
         if d.why:
             notes.append(f"No one-click dose change: {d.why}")
     if d.factor and order is not None and not blocked:
-        loading = loading_dose_reason(order.resource)
+        loading = loading_dose_reason(order.dosage)
         if loading:
             blocked.append("loading")
             notes.append(f"The draft order looks like a loading or once-only dose ({loading}); CPIC's change is for "
@@ -176,7 +130,7 @@ def plan_dose(d: DoseDef | None, drug: DrugRef, patient: PatientData, order: Dra
         elif d.max_daily_mg and order.dose_quantity is not None and not _within_daily_max(d, order, notes, drug):
             blocked.append("daily-max")
         elif d.max_mg_per_kg_day and order.dose_quantity is not None:
-            per_day = doses_per_day(order.resource)
+            per_day = doses_per_day(order.dosage)
             unit = (order.dose_unit or "").strip().lower()
             if per_day is None or patient.weight_kg is None or unit not in ("mg", "milligram", "milligrams"):
                 blocked.append("limit-unknown")
@@ -200,7 +154,7 @@ def _within_daily_max(d: DoseDef, order: DraftOrder, notes: list[str], drug: Dru
     assert d.max_daily_mg is not None and d.factor is not None and order.dose_quantity is not None
     unit = (order.dose_unit or "").strip().lower()
     single = order.dose_quantity * d.factor
-    per_day = doses_per_day(order.resource)
+    per_day = doses_per_day(order.dosage)
     if unit in ("mg", "milligram", "milligrams") and single <= d.max_daily_mg + 1e-9 and per_day is not None:
         if single * per_day <= d.max_daily_mg + 1e-9:
             return True

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
-from service.fhir.models import DraftOrder, PatientData
+from service.pgx import medications as _meds
+from service.pgx.context import Condition, DraftOrder, PatientContext
 from service.pgx.guidelines import AgeRange
 from service.pgx.safety.data import Check, MedicationSelector, SafetyData
 from service.pgx.warfarin import age_years
@@ -16,40 +16,27 @@ from service.pgx.warfarin import age_years
 SNOMED = "http://snomed.info/sct"
 RXNORM_SYSTEMS = frozenset({"http://www.nlm.nih.gov/research/umls/rxnorm", "urn:oid:2.16.840.1.113883.6.88",
                             "http://www.nlm.nih.gov/research/umls/rxnorm/"})
-_INACTIVE_MED = {"draft", "entered-in-error", "cancelled", "stopped", "completed", "revoked", "on-hold"}
+_REFUTED = frozenset({"refuted", "entered-in-error"})
 
 # --------------------------------------------------------------------------------------------
 # Patient facts (tri-state: True / False / None = the record cannot tell)
 
 
-def _unavailable(patient: PatientData, key: str) -> bool:
-    return key in (getattr(patient, "unavailable", None) or [])
+def _unavailable(patient: PatientContext, key: str) -> bool:
+    return _meds.unavailable(patient, key)
 
 
-def _condition_counts(c: dict[str, Any]) -> bool:
+def _condition_counts(c: Condition) -> bool:
     """A Condition counts for screening unless refuted or entered in error. A resolved or inactive one still
     counts: contraindications are about history too (a prior stroke stays a prior stroke)."""
-    cc = c.get("verificationStatus") or {}
-    for coding in _listed(cc.get("coding")) if isinstance(cc, dict) else []:
-        if isinstance(coding, dict) and coding.get("code") in ("refuted", "entered-in-error"):
-            return False
-    return True
+    return not any(s in _REFUTED for s in c.verification_status)
 
 
-def _listed(value: Any) -> list[Any]:
-    """A FHIR array field, or [] when the (untrusted) value is anything else."""
-    return value if isinstance(value, list) else []
-
-
-def _patient_codes(patient: PatientData, order: DraftOrder | None) -> set[tuple[str, str]]:
+def _patient_codes(patient: PatientContext, order: DraftOrder | None) -> set[tuple[str, str]]:
     codes: set[tuple[str, str]] = set()
     for c in patient.conditions:
-        if not isinstance(c, dict) or not _condition_counts(c):
-            continue
-        code = c.get("code")
-        for coding in _listed(code.get("coding")) if isinstance(code, dict) else []:
-            if isinstance(coding, dict) and isinstance(coding.get("system"), str) and isinstance(coding.get("code"), str):
-                codes.add((coding["system"], coding["code"]))
+        if _condition_counts(c):
+            codes.update(c.codes)
     if order is not None:
         for rc in order.reason_codes:
             if rc.system and rc.code:
@@ -89,10 +76,12 @@ def _code_hit(patterns: Sequence[str], codes: set[tuple[str, str]]) -> bool:
 class Record:
     """The facts of one patient and order the checks read, each computed once per request."""
 
-    def __init__(self, patient: PatientData, order: DraftOrder | None, today: date) -> None:
+    def __init__(self, patient: PatientContext, order: DraftOrder | None, today: date,
+                 not_current: frozenset[str]) -> None:
         self.patient = patient
         self.order = order
         self.today = today
+        self.not_current = not_current  # statuses that are not a current medication (cards/medication_status.yaml)
         self._codes: set[tuple[str, str]] | None = None
         self._meds: list[tuple[frozenset[str], str]] | None = None
 
@@ -107,9 +96,9 @@ class Record:
         """Active medications as (RxNorm codes, all their displays and text joined)."""
         if self._meds is None:
             self._meds = []
-            for m in active_medications(self.patient, self.order):
-                codes, texts = _med_codes_texts(m)
-                self._meds.append((frozenset(codes), " | ".join(texts)))
+            for m in _meds.current(self.patient.medications, self.order, self.not_current):
+                codes = frozenset(c.strip() for s, c in m.codes() if c and s in RXNORM_SYSTEMS)
+                self._meds.append((codes, " | ".join(m.texts())))
         return self._meds
 
 
@@ -117,38 +106,6 @@ def _conditions_state(patterns: Sequence[str], rec: Record) -> bool | None:
     if _code_hit(patterns, rec.condition_codes):
         return True
     return None if _unavailable(rec.patient, "conditions") else False
-
-
-def active_medications(patient: PatientData, order: DraftOrder | None) -> list[dict[str, Any]]:
-    out = []
-    for m in patient.medications:
-        if not isinstance(m, dict) or m.get("status") in _INACTIVE_MED:
-            continue
-        if order is not None and order.id and m.get("id") == order.id:
-            continue  # the draft itself (order-sign re-sends it)
-        out.append(m)
-    return out
-
-
-def _med_codes_texts(m: dict[str, Any]) -> tuple[set[str], list[str]]:
-    codes: set[str] = set()
-    texts: list[str] = []
-    for key in ("medicationCodeableConcept", "code"):
-        cc = m.get(key)
-        if not isinstance(cc, dict):
-            continue
-        if isinstance(cc.get("text"), str):
-            texts.append(cc["text"])
-        for c in _listed(cc.get("coding")):
-            if isinstance(c, dict):
-                if isinstance(c.get("code"), str) and isinstance(c.get("system"), str) and c["system"] in RXNORM_SYSTEMS:
-                    codes.add(c["code"].strip())
-                if isinstance(c.get("display"), str):
-                    texts.append(c["display"])
-    ref = m.get("medicationReference")
-    if isinstance(ref, dict) and isinstance(ref.get("display"), str):
-        texts.append(ref["display"])
-    return codes, texts
 
 
 def _medications_state(data: SafetyData, sels: Sequence[MedicationSelector], rec: Record) -> tuple[bool | None, str | None]:
@@ -163,14 +120,14 @@ def _medications_state(data: SafetyData, sels: Sequence[MedicationSelector], rec
     return (None if _unavailable(rec.patient, "medications") else False), None
 
 
-def _sex_state(sexes: Sequence[str], patient: PatientData) -> bool | None:
+def _sex_state(sexes: Sequence[str], patient: PatientContext) -> bool | None:
     sex = (patient.sex or "").lower()
     if sex not in ("male", "female"):
         return None
     return sex in sexes
 
 
-def _age_state(rng: AgeRange, patient: PatientData, today: date) -> bool | None:
+def _age_state(rng: AgeRange, patient: PatientContext, today: date) -> bool | None:
     age = age_years(patient.birth_date, today)
     if age is None:
         return None
