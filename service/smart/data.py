@@ -107,7 +107,7 @@ async def load_profile(state: Any, *, iss: str, patient_id: str, token: str, bud
 def med_matcher(knowledge: Any):
     """A function: raw MedicationRequest -> CPIC drugs it contains (the cards' own drug recogniser)."""
     try:
-        from service.pgx.drugs import medication_request_drugs
+        from service.fhir.context import medication_drugs_of as medication_request_drugs
     except ImportError:  # pragma: no cover - ships with the service
         return lambda _res: []
     index = getattr(knowledge, "drug_index", None)
