@@ -7,11 +7,12 @@ as absent). Which statuses count as current is not decided here (cards/medicatio
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from service.fhir.orders import codes_of_medication
-from service.pgx.context import Concept, Condition, Medication, MedicationCode, PatientContext, Vitals
+from service.pgx.context import Coding, Concept, Condition, Medication, PatientContext, Vitals
 from service.pgx.medications import medication_drugs
 
 if TYPE_CHECKING:
@@ -20,60 +21,108 @@ if TYPE_CHECKING:
     from service.pgx.models import DrugRef
 
 
+T = TypeVar("T")
+
+
+class Parsed(Sequence[T], Generic[T]):
+    """The typed records of a list of resources, parsed on first use and then kept (conditions are read only
+    for some guidelines; a snapshot serves every order of a request and the requests after it)."""
+
+    __slots__ = ("_raw", "_parse", "_items")
+
+    def __init__(self, raw: list[Any], parse: Callable[[dict[str, Any]], T]) -> None:
+        self._raw: list[Any] | None = raw
+        self._parse = parse
+        self._items: list[T] | None = None
+
+    def items(self) -> list[T]:
+        items = self._items
+        if items is None:
+            parse = self._parse
+            items = self._items = [parse(r) for r in self._raw or () if type(r) is dict]
+            self._raw = None
+        return items
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.items())
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.items()[i]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and self.items() == list(other)
+
+    def __repr__(self) -> str:
+        return f"Parsed({self.items()!r})"
+
+
 def patient_context(data: "PatientData") -> PatientContext:
     return PatientContext(
         patient_id=data.patient_id,
         birth_date=data.birth_date,
         sex=data.sex,
         vitals=Vitals(data.weight_kg, data.height_cm),
-        conditions=[condition(c) for c in data.conditions if isinstance(c, dict)],
-        medications=[medication(m) for m in data.medications if isinstance(m, dict)],
+        conditions=Parsed(data.conditions, condition),
+        medications=Parsed(data.medications, medication),
         observations_available=data.observations_available,
         unavailable=frozenset(data.unavailable),
     )
 
 
 def medication(res: dict[str, Any]) -> Medication:
-    """A MedicationRequest (or MedicationStatement) as the engine reads it."""
-    concepts = tuple(_concept(res[key]) for key in ("medicationCodeableConcept", "code") if isinstance(res.get(key), dict))
-    ref = res.get("medicationReference")
-    ref_display = None
-    contained = None
-    if isinstance(ref, dict):
-        ref_display = ref.get("display") if isinstance(ref.get("display"), str) else None
+    """A MedicationRequest (or MedicationStatement) as the engine reads it (this runs for every current
+    medication of every patient snapshot: plain lookups, no validation)."""
+    get = res.get
+    cc = get("medicationCodeableConcept")
+    concepts = (_concept(cc),) if type(cc) is dict else ()
+    cc = get("code")
+    if type(cc) is dict:
+        concepts += (_concept(cc),)
+    ref = get("medicationReference")
+    ref_display = contained = None
+    if type(ref) is dict:
+        ref_display = _s(ref.get("display"))
         target = ref.get("reference")
-        if isinstance(target, str) and target.startswith("#"):
-            for med in _list(res.get("contained")):
-                if isinstance(med, dict) and med.get("resourceType") == "Medication" and med.get("id") == target[1:]:
+        if type(target) is str and target.startswith("#"):
+            for med in _list(get("contained")):
+                if type(med) is dict and med.get("resourceType") == "Medication" and med.get("id") == target[1:]:
                     codes, text = codes_of_medication(med)
                     contained = Concept(tuple(codes), text)
                     break
-    authored = res.get("authoredOn")
-    dispense = res.get("dispenseRequest")
-    vp = dispense.get("validityPeriod") if isinstance(dispense, dict) else None
-    vp = vp if isinstance(vp, dict) else {}
-    start, end = _s(vp.get("start")), _s(vp.get("end"))
-    ends = [vp.get("end")]
-    for di in _list(res.get("dosageInstruction")):
-        timing = di.get("timing") if isinstance(di, dict) else None
-        repeat = timing.get("repeat") if isinstance(timing, dict) else None
-        bounds = repeat.get("boundsPeriod") if isinstance(repeat, dict) else None
-        if isinstance(bounds, dict):
-            ends.append(bounds.get("end"))
-    first = authored or start  # when the medication was started: authoredOn, else the validity start
-    rid = res.get("id")
-    status = res.get("status")
+    authored = get("authoredOn")
+    start = end = None
+    ends: list[date] = []
+    dispense = get("dispenseRequest")
+    if type(dispense) is dict:
+        vp = dispense.get("validityPeriod")
+        if type(vp) is dict:
+            start, end = _s(vp.get("start")), _s(vp.get("end"))
+            if end is not None and (d := _day(end)) is not None:
+                ends.append(d)
+    dis = get("dosageInstruction")
+    if type(dis) is list:
+        for di in dis:
+            timing = di.get("timing") if type(di) is dict else None
+            repeat = timing.get("repeat") if type(timing) is dict else None
+            bounds = repeat.get("boundsPeriod") if type(repeat) is dict else None
+            if type(bounds) is dict and (d := _day(bounds.get("end"))) is not None:
+                ends.append(d)
+    rid = get("id")
+    status = get("status")
     return Medication(
-        id=rid if isinstance(rid, str) else None,
-        status=status if isinstance(status, str) else None,
-        concepts=concepts,
-        reference_display=ref_display,
-        contained=contained,
-        authored=_s(authored),
-        validity_start=start,
-        validity_end=end,
-        started=_day(first),
-        ends=tuple(d for d in map(_day, ends) if d is not None),
+        rid if type(rid) is str else None,
+        status if type(status) is str else None,
+        concepts,
+        ref_display,
+        contained,
+        _s(authored),
+        start,
+        end,
+        _day(authored or start),  # started: authoredOn, else the validity start
+        tuple(ends),
     )
 
 
@@ -93,11 +142,10 @@ def medication_drugs_of(index: "DrugIndex", res: dict[str, Any]) -> list["DrugRe
 
 
 def _concept(cc: dict[str, Any]) -> Concept:
-    codes = tuple(MedicationCode.model_construct(system=_s(c.get("system")), code=_s(c.get("code")),
-                                                 display=c.get("display") if isinstance(c.get("display"), str) else None)
-                  for c in _codings(cc))
-    text = cc.get("text")
-    return Concept(codes, text if isinstance(text, str) else None)
+    codings = cc.get("coding")
+    codes = tuple(Coding(_s(c.get("system")), _s(c.get("code")), _s(c.get("display")))
+                  for c in codings if type(c) is dict) if type(codings) is list else ()
+    return Concept(codes, _s(cc.get("text")))
 
 
 def _codings(cc: Any) -> list[dict[str, Any]]:
@@ -119,7 +167,7 @@ def _day(value: Any) -> date | None:
 
 
 def _s(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return value if type(value) is str else None
 
 
 def _list(value: Any) -> list[Any]:

@@ -54,13 +54,17 @@ class PatientData(BaseModel):
         key = (self.conditions, len(self.conditions), self.medications, len(self.medications), self.patient_id,
                self.birth_date, self.sex, self.weight_kg, self.height_cm, self.observations_available,
                tuple(self.unavailable))
-        hit = self._context
+        private = self.__pydantic_private__  # (a plain dict: faster than pydantic's attribute lookup)
+        hit = private.get("_context") if private is not None else None
         if hit is not None and _same_key(hit[0], key):
             return hit[1]
         from service.fhir.context import patient_context
 
         ctx = patient_context(self)
-        self._context = (key, ctx)
+        if private is None:
+            self._context = (key, ctx)
+        else:
+            private["_context"] = (key, ctx)
         return ctx
 
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from service.pgx.context import NO_DOSAGE, Dosage, DraftOrder, MedicationCode
+
+
+class ParsedOrder(DraftOrder):
+    """A draft order read from ``draftOrders``: its dosage is read from the resource when first asked for."""
+
+    @cached_property
+    def dosage(self) -> Dosage:  # type: ignore[override]
+        return dosage(self.resource)
 
 
 def extract_orders(draft_orders: dict | None, selections: list[str] | None) -> list[DraftOrder]:
@@ -67,7 +76,7 @@ def _order(res: dict[str, Any]) -> DraftOrder:
     codes, text = medication_codes(res)
     dose, unit = _dose(res)
     # model_construct: every value below is already checked and typed by this module's readers
-    return DraftOrder.model_construct(
+    return ParsedOrder.model_construct(
         resource_type="MedicationRequest",
         id=rid,
         reference=f"MedicationRequest/{rid}" if rid else None,
@@ -79,7 +88,6 @@ def _order(res: dict[str, Any]) -> DraftOrder:
         reason_codes=[c for cc in _list(res.get("reasonCode")) for c in _codings(cc)],
         dose_quantity=dose,
         dose_unit=unit,
-        dosage=dosage(res),
         resource=res,
     )
 

@@ -12,6 +12,7 @@ SMART app copy and serialise them) and are built with ``model_construct``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol, runtime_checkable
@@ -52,22 +53,36 @@ class DraftOrder(BaseModel):
     reason_codes: list[MedicationCode] = Field(default_factory=list)
     dose_quantity: float | None = None  # first dosageInstruction doseAndRate.doseQuantity.value
     dose_unit: str | None = None
-    dosage: Dosage = NO_DOSAGE  # timing and dosing texts (service.fhir.orders reads them)
     resource: dict[str, Any] = Field(default_factory=dict)  # the raw resource, for update suggestions
     # another draft order of the same request carries the same id (seen from the CDS Hooks sandbox and some
     # EHRs): an action naming this order by id could change the wrong one
     shared_id: bool = False
 
+    @property
+    def dosage(self) -> Dosage:
+        """Timing and dosing texts of the order. The fhir stage's orders (``service.fhir.orders``) read them
+        from the resource on first use (only a dose check needs them); an order built by hand has none."""
+        return NO_DOSAGE
 
-@dataclass(slots=True, frozen=True)
+
+@dataclass(slots=True)
+class Coding:
+    """One coding of a current medication (a plain record: these are built for every medication on file)."""
+
+    system: str | None = None
+    code: str | None = None
+    display: str | None = None
+
+
+@dataclass(slots=True)
 class Concept:
-    """A medication CodeableConcept: its codings (with a code or display) and its text."""
+    """A medication CodeableConcept: its codings and its text."""
 
-    codes: tuple[MedicationCode, ...] = ()
+    codes: tuple[Coding | MedicationCode, ...] = ()
     text: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Medication:
     """A current-medication record (MedicationRequest, or a MedicationStatement read as one).
 
@@ -116,7 +131,7 @@ class Medication:
         return any(e < day for e in self.ends)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Condition:
     """A Condition: its codes and the status codes the screening and population rules read."""
 
@@ -125,7 +140,7 @@ class Condition:
     verification_status: tuple[str, ...] = ()  # verificationStatus coding codes
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Vitals:
     weight_kg: float | None = None
     height_cm: float | None = None
@@ -139,8 +154,8 @@ class PatientContext:
     birth_date: date | None = None
     sex: str | None = None  # administrative gender
     vitals: Vitals = field(default_factory=Vitals)
-    conditions: list[Condition] = field(default_factory=list)
-    medications: list[Medication] = field(default_factory=list)  # as sent (statuses filtered by the reader)
+    conditions: Sequence[Condition] = field(default_factory=list)
+    medications: Sequence[Medication] = field(default_factory=list)  # as sent (statuses filtered by the reader)
     observations_available: bool = True  # False when genomic results could not be obtained
     unavailable: frozenset[str] = frozenset()  # prefetch keys needed but not obtained ("medications", ...)
 
