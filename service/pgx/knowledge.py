@@ -89,7 +89,7 @@ class Knowledge:
     valuesets: dict[str, Any] = field(default_factory=dict)  # id -> populations.CompiledValueSet
     phenoconversion: Any = None  # service.pgx.phenoconversion.PhenoKnowledge (cards/phenoconversion.yaml), if present
     # which medication statuses count as current, per purpose (cards/medication_status.yaml)
-    medication_status: _medications.MedicationStatuses = field(default_factory=_medications.shipped)
+    medication_status: _medications.MedicationStatuses = None  # type: ignore[assignment]  # set by the loader
 
     def rules_for(self, guideline_id: str, population: str | None, drug: str) -> list[CompiledRule]:
         return self.rules.get((guideline_id, population, drug), [])
@@ -220,9 +220,12 @@ def _build(dir_: Path) -> tuple[Knowledge | None, list[Problem]]:
     problems += _safety_checks(dir_, loaded, safety)
     pheno, pp = _load_phenoconversion(dir_, genes, bool(gp))
     problems += pp
-    # a tree without the file (a partial test tree) uses the shipped lists
+    # a tree without the file (a partial test tree) uses the lists of the checkout, when there is one
     status_file = dir_ / _medications.FILE_NAME
-    statuses, msp = _medications.load(status_file if status_file.is_file() else _medications.SHIPPED)
+    if status_file.is_file() or not _medications.SHIPPED.is_file():
+        statuses, msp = _medications.load(status_file)
+    else:
+        statuses, msp = _medications.shipped(), []
     problems += [Problem(_rel(dir_, status_file), None, m) for m in msp]
     from service.pgx.unreadable import check_policy, load_policy  # cards/unreadable.yaml
 
@@ -235,8 +238,7 @@ def _build(dir_: Path) -> tuple[Knowledge | None, list[Problem]]:
         k.valuesets = valuesets
         k.phenoconversion = pheno
         k.unreadable = policy
-        if statuses is not None:
-            k.medication_status = statuses
+        k.medication_status = statuses
     return k, problems
 
 
