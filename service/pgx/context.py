@@ -104,14 +104,15 @@ class Medication:
     def reference(self) -> str | None:
         return f"MedicationRequest/{self.id}" if self.id else None
 
-    def codes(self, *, contained: bool = False) -> list[tuple[str | None, str | None]]:
-        """(system, code) of the drug's codings, in order (with the contained Medication's when asked)."""
+    def codes(self) -> list[tuple[str | None, str | None]]:
+        """(system, code) of the drug's codings, in order: the medication concepts, then a contained
+        Medication's (its product code and its ingredients' codes)."""
         out = [(c.system, c.code) for cc in self.concepts for c in cc.codes]
-        if contained and self.contained is not None:
+        if self.contained is not None:
             out += [(c.system, c.code) for c in self.contained.codes]
         return out
 
-    def texts(self, *, contained: bool = False) -> list[str]:
+    def texts(self) -> list[str]:
         """Texts naming the drug, in the order name matching reads them."""
         out: list[str] = []
         for cc in self.concepts:
@@ -120,7 +121,7 @@ class Medication:
             out += [c.display for c in cc.codes if c.display]
         if self.reference_display is not None:
             out.append(self.reference_display)
-        if contained and self.contained is not None:
+        if self.contained is not None:
             if self.contained.text:
                 out.append(self.contained.text)
             out += [c.display for c in self.contained.codes if c.display]

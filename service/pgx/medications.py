@@ -107,7 +107,7 @@ def current(meds: Sequence[Medication], order: DraftOrder | None, not_current: f
 
 def medication_drugs(index: DrugIndex, med: Medication) -> list[DrugRef]:
     """The CPIC drugs in a current medication (codes, then names; a contained Medication's codes too)."""
-    return recognise_codes(index, med.codes(contained=True), med.texts(contained=True))
+    return recognise_codes(index, med.codes(), med.texts())
 
 
 def drug_use(index: DrugIndex, drug: DrugRef, meds: Iterable[Medication], today: date) -> tuple[bool, int | None]:

@@ -272,7 +272,7 @@ def current_med_codes(k: Knowledge, patient: PatientContext, order: DraftOrder |
     """Codes of the current medications (as sent, any system) and the RxNorm codes of the CPIC drugs in them."""
     codes: set[str] = set()
     for m in _active_meds(k, patient, order):
-        codes.update(c.code for cc in m.concepts for c in cc.codes if c.code)
+        codes.update(c for _, c in m.codes() if c)
         codes.update(ref.rxnorm for ref in _meds.medication_drugs(k.drug_index, m))
     return codes
 

@@ -65,9 +65,8 @@ def test_medication_reference_display_and_contained_medication():
                           "ingredient": [{"itemCodeableConcept": {"coding": [{"system": RX, "code": "2002"}]}}]}]}
     m = medication(res)
     assert m.concepts == () and m.reference_display == "Tegretol"
-    assert m.codes() == [] and m.texts() == ["Tegretol"]
-    assert m.codes(contained=True) == [(RX, "999999"), (RX, "2002")]
-    assert m.texts(contained=True) == ["Tegretol", "Tegretol 200 MG", "Tegretol 200 MG"]
+    assert m.codes() == [(RX, "999999"), (RX, "2002")]  # the product code and the ingredient's
+    assert m.texts() == ["Tegretol", "Tegretol 200 MG", "Tegretol 200 MG"]
 
 
 def test_medication_statement_code_and_odd_codings():

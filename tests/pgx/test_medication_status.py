@@ -133,6 +133,24 @@ def test_a_tree_without_the_file_uses_the_shipped_lists(tmp_path):
     assert load_knowledge(d).medication_status == meds_mod.shipped()
 
 
+def contained(rxnorm: str, status: str = "active") -> dict:
+    """A current medication naming its drug through a contained Medication (product code unknown to us, the
+    ingredient's RxNorm code on the ingredient)."""
+    return {"resourceType": "MedicationRequest", "id": "mc", "status": status, "authoredOn": "2026-01-05",
+            "medicationReference": {"reference": "#med"},
+            "contained": [{"resourceType": "Medication", "id": "med", "code": {"coding": [{"system": RX, "code": "999999"}]},
+                           "ingredient": [{"itemCodeableConcept": {"coding": [{"system": RX, "code": rxnorm}]}}]}]}
+
+
+def test_a_contained_medication_counts_for_every_purpose(k):
+    """Bug fix (stop 18): populations recognised a drug named through a contained Medication, but the
+    phenoconversion and one-click safety readers did not (each walked the dict its own way). Both
+    assertions fail on the code before."""
+    assert codeine(k, [contained(PAROXETINE)]).interruptive  # phenoconversion: paroxetine converts CYP2D6
+    assert clopidogrel(k, [contained(APIXABAN)]) == {"prasugrel": False, "ticagrelor": False}  # safety screening
+    assert not codeine(k, [contained(PAROXETINE, status="stopped")]).interruptive
+
+
 @pytest.mark.parametrize("bad", [
     {"status": {"code": "active"}},  # unhashable status: `status in {...}` raised TypeError (a 500)
     {"status": ["stopped"]},
