@@ -6,8 +6,9 @@ strength per enzyme, and per gene the conversion rule (activity-score factor or 
 Perpetrators ("exposures") are found in the patient's current medications, in the other draft orders of the
 same hook call (order-sign: every other draft; order-select: the selections and the other drafts), never in
 medications whose status is not current (cards/medication_status.yaml, `phenoconversion`) or whose period has
-ended. The guideline rule is then looked up with the effective phenotype/activity score; :func:`adjust` rewrites a recommendation so the card names both values,
-the medicine and that the advice holds while it is taken, and adds nothing when the advice does not change.
+ended. The guideline rule is then looked up with the effective phenotype/activity score; :func:`adjust`
+rewrites a recommendation so the card names both values, the medicine and that the advice holds while it is
+taken, and adds nothing when the advice does not change.
 :func:`reverse` is the other direction: an inhibitor being ordered for a patient who takes an affected drug.
 """
 
