@@ -88,12 +88,14 @@ def run_clinical(
     """patient data -> genomic profile -> phenotypes -> recommendations.
 
     ``profile``: one built earlier from ``data`` (a cached snapshot): not built again, only phenotyped
-    where it lacks calls. ``genes``: phenotype only these (None: all; :func:`needed_genes` gives what
-    orders read; the summary reads every gene). ``orders``: recommendations for each, as if ordered with
+    where it lacks calls. ``genes``: read and phenotype only these genes' results (None: all;
+    :func:`needed_genes` gives what orders read; the summary reads every gene). ``orders``: recommendations for each, as if ordered with
     ``co_orders`` (every draft order of the request). ``summary``: the patient-view recommendations."""
+    if summary:
+        genes = None  # the summary reads every gene
     if profile is None:
-        profile = build_profile(data)
-    profile = phenotype(knowledge, profile, data.sex, None if summary else genes)
+        profile = build_profile(data, genes)
+    profile = phenotype(knowledge, profile, data.sex, genes)
     out = Clinical(profile=profile)
     for order in orders:
         out.orders.append((order, evaluate_order(knowledge, profile, order, data, settings=settings, today=today,

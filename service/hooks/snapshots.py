@@ -53,6 +53,7 @@ class Snapshot(BaseModel):
 
     profile: GenomicProfile
     patient: PatientData  # with observations emptied
+    genes: list[str] | None = None  # the genes whose results were read (None: all)
 
 
 @dataclass(slots=True, eq=False)
@@ -97,8 +98,11 @@ def has_usable_prefetch(prefetch: dict[str, Any] | None, key: str = OBS_KEY) -> 
     return not (isinstance(value, dict) and value.get("resourceType") == "OperationOutcome")
 
 
-def _covers(snap: Snapshot, needs: frozenset[str] | None) -> bool:
-    return needs is None or needs.issubset(snap.patient.obtained)
+def _covers(snap: Snapshot, needs: frozenset[str] | None, genes: frozenset[str] | None) -> bool:
+    """The snapshot holds what a request reading these prefetch keys and genes needs."""
+    if needs is not None and not needs.issubset(snap.patient.obtained):
+        return False
+    return snap.genes is None or (genes is not None and genes.issubset(snap.genes))
 
 
 _TEMPLATE_SETS: dict[tuple, int] = {}
@@ -124,7 +128,8 @@ async def fetch_snapshot(
         return Snapshot(profile=GenomicProfile(patient_id=patient.patient_id), patient=patient), patient.fhir_calls
     profile = run_clinical(knowledge, settings, patient, genes=genes).profile
     slim = patient.model_copy(update={"observations": []})
-    return Snapshot(profile=profile, patient=slim), patient.fhir_calls
+    return Snapshot(profile=profile, patient=slim, genes=sorted(genes) if genes is not None else None), \
+        patient.fhir_calls
 
 
 class Snapshots:
@@ -137,7 +142,7 @@ class Snapshots:
 
     async def load(
         self, req: HookRequest, *, hook: str, key: str, fhir_server: str | None, needs: frozenset[str] | None,
-        genes: Collection[str] | None, shareable: bool,
+        genes: frozenset[str] | None, shareable: bool,
     ) -> Loaded:
         """The patient's snapshot for this request. `key` is the tenant-scoped cache key; `needs` the
         prefetch keys the ordered drugs read (None: all); `genes` those to phenotype (None: all)."""
@@ -148,16 +153,16 @@ class Snapshots:
                 await self._store(key, loaded.entry)  # the newest prefetch replaces what is cached
             return loaded
         if caching:
-            loaded, needs = await self._from_cache(key, needs)
+            loaded, needs, genes = await self._from_cache(key, needs, genes)
             if loaded is not None:
                 return loaded
         metrics.child(metrics.CACHE, "profile", "miss").inc()
         return await self._fetch_shared(req, hook, key, fhir_server, needs, genes, caching)
 
     async def _from_prefetch(self, req: HookRequest, hook: str, key: str, fhir_server: str | None,
-                             needs: frozenset[str] | None, genes: Collection[str] | None) -> Loaded:
+                             needs: frozenset[str] | None, genes: frozenset[str] | None) -> Loaded:
         # what the snapshot is a function of: the templates (not the hook), whose patient, the prefetch
-        reuse_key = ("snapshot", _template_set(hook), key, needs)
+        reuse_key = ("snapshot", _template_set(hook), key, needs, genes)
         content = (fhir_server, req.context.patientId, req.prefetch)
         entry = self.reuse.get(reuse_key, content)
         if entry is not None:
@@ -169,35 +174,39 @@ class Snapshots:
             self.reuse.put(reuse_key, content, entry)
         return Loaded(entry, "prefetch", calls)
 
-    async def _from_cache(self, key: str, needs: frozenset[str] | None) -> tuple[Loaded | None, frozenset[str] | None]:
-        """Local copy, then Redis. Returns (what was found, the keys to fetch when nothing usable was)."""
+    async def _from_cache(
+        self, key: str, needs: frozenset[str] | None, genes: frozenset[str] | None
+    ) -> tuple[Loaded | None, frozenset[str] | None, frozenset[str] | None]:
+        """Local copy, then Redis. Returns (what was found, the keys and genes to fetch when nothing usable
+        was)."""
         now = time.monotonic()
         near = self._local.get(key)
-        if near is not None and not _covers(near.entry.snapshot, needs):
+        if near is not None and not _covers(near.entry.snapshot, needs, genes):
             near = None
         if near is not None and near.fresh_until > now:
             metrics.child(metrics.CACHE, "profile", "hit").inc()
-            return Loaded(near.entry, "cache"), needs
+            return Loaded(near.entry, "cache"), needs, genes
         cached = await self.kv.get(key)
         if cached is None and near is not None and near.valid_until > now and getattr(self.kv, "degraded", False):
             # Redis failed (not a miss): serve our last copy while it is within the profile TTL
             metrics.child(metrics.CACHE, "profile", "stale").inc()
-            return Loaded(near.entry, "cache-stale"), needs
+            return Loaded(near.entry, "cache-stale"), needs, genes
         if cached is None:
-            return None, needs
+            return None, needs, genes
         snap = Snapshot.model_validate_json(cached)
-        if not _covers(snap, needs):
-            # cached for other drugs: it lacks data these drugs need; load both sets
-            return None, (needs or frozenset()) | frozenset(snap.patient.obtained)
+        if not _covers(snap, needs, genes):
+            # cached for other drugs: it lacks data or genes these drugs need; load both sets
+            both = None if genes is None or snap.genes is None else genes | frozenset(snap.genes)
+            return None, (needs or frozenset()) | frozenset(snap.patient.obtained), both
         metrics.child(metrics.CACHE, "profile", "hit").inc()
         entry = SnapshotEntry(snap)
         self._keep_local(key, entry, now, written_at=now)
-        return Loaded(entry, "cache"), needs
+        return Loaded(entry, "cache"), needs, genes
 
     async def _fetch_shared(self, req: HookRequest, hook: str, key: str, fhir_server: str | None,
-                            needs: frozenset[str] | None, genes: Collection[str] | None, caching: bool) -> Loaded:
-        """One fetch per patient (and needed keys) at a time; concurrent misses wait for it."""
-        flight = (key, needs)
+                            needs: frozenset[str] | None, genes: frozenset[str] | None, caching: bool) -> Loaded:
+        """One fetch per patient (and needed keys and genes) at a time; concurrent misses wait for it."""
+        flight = (key, needs, genes)
         pending = self._inflight.get(flight)
         if pending is not None:
             entry = await asyncio.shield(pending)
