@@ -247,7 +247,7 @@ def _card_templates(
     genes: frozenset[str] | None, plan: DraftPlan | None, *, reusable: bool,
 ) -> list[CardTemplate]:
     """phenotypes -> recommendations -> card templates, reusing those derived from the same snapshot
-    content for the same order (order-sign after order-select) or the same patient-view."""
+    content for the same order (order-sign after order-select)."""
     s, k = deps.settings, deps.knowledge
     entry = loaded.entry
     patient_id = req.context.patientId
@@ -256,13 +256,8 @@ def _card_templates(
     profile = entry.phenotyped(k, genes)
     patient = entry.snapshot.patient
     if hook == "patient-view":
-        key, content = ("patient-view", entry.token), (patient_id, app_url, today)
-        templates = deps.reuse.get(key, content)
-        if templates is None:
-            recs = run_clinical(k, s, patient, profile=profile, summary=True, today=today).summary
-            templates = patient_view_templates(recs, patient_id=patient_id, app_url=app_url)
-            deps.reuse.put(key, content, templates)
-        return templates
+        recs = run_clinical(k, s, patient, profile=profile, summary=True, today=today).summary
+        return patient_view_templates(recs, patient_id=patient_id, app_url=app_url)
     # every draft order of the request: perpetrators among them phenoconvert the others
     co_orders = plan.orders if plan is not None and hook == "order-sign" and not plan.needs_fetch \
         else extract_orders(req.context.draftOrders, None)

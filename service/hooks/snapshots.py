@@ -1,8 +1,9 @@
 """The patient-data and genomic-profile stages of a hook request, read through a cache.
 
-A patient's snapshot is what later stages read: the genomic profile (phenotyped for the genes asked for
-so far) and the patient context the engine reads (the PatientData without its Observations). It comes,
-in this order, from
+A patient's snapshot is what later stages read: the genomic profile and the patient context the engine
+reads (the PatientData without its Observations). For order hooks it holds only the genes the ordered
+drugs read (`Snapshot.genes`; phenotype calls are added as later requests need them); a request needing
+prefetch keys or genes a cached snapshot lacks loads both sets. It comes, in this order, from
 
 1. the prefetch (always wins: it is the EHR's newest data), derived once per prefetch content: order-sign
    reuses what order-select derived from an equal prefetch moments before (service/hooks/reuse.py);
