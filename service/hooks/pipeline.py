@@ -66,7 +66,6 @@ class Deps:
     refused_servers: RefusedServerLog = field(default_factory=RefusedServerLog)
     card_rules: WriteBehind = field(init=False)  # card uuid -> rule id records, batched off the request path
     knowledge_tag: str = field(init=False)  # names the knowledge version in cache keys
-    _drug_sets: dict[frozenset[str], tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         r = self.settings.reuse
@@ -77,13 +76,7 @@ class Deps:
 
     def reads(self, drug_names: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
         """(prefetch keys, genes) the guidelines of these drugs read: a function of the knowledge only."""
-        found = self._drug_sets.get(drug_names)
-        if found is None:
-            if len(self._drug_sets) > 4096:
-                self._drug_sets.clear()
-            found = self._drug_sets[drug_names] = (_data_needs(self.knowledge, drug_names),
-                                                   needed_genes(self.knowledge, drug_names))
-        return found
+        return _data_needs(self.knowledge, drug_names), needed_genes(self.knowledge, drug_names)
 
 
 @dataclass
