@@ -766,6 +766,8 @@ def _component_gene(obs: dict[str, Any]) -> tuple[str | None, str | None]:
                     continue
                 code, display = _s(c.get("code")), _s(c.get("display"))
                 if code and _HGNC_ID.fullmatch(code):
+                    if not candidates and (g := gene_for_hgnc(code)):
+                        return g, code  # the first candidate, and a known gene (the usual case)
                     candidates.append((True, code))
                 candidates += [(False, v) for v in (display, code) if v]
             candidates += [(False, v) for v in (_s(cc.get("text")),) if v]
