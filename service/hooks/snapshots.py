@@ -14,7 +14,8 @@ prefetch keys or genes a cached snapshot lacks loads both sets. It comes, in thi
 
 Keys are scoped to the caller and the FHIR server (service/auth/tenancy.py): a snapshot is cached only
 when the FHIR server was validated for the caller (`shareable`). The prefetch-derived snapshot is written
-to Redis on every request (the newest prefetch replaces what is cached).
+to Redis (the newest prefetch replaces what is cached) unless this process wrote the very same entry
+under that key moments before (order-sign after order-select: ~20 us and a Redis write saved).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class _LocalCopy:
     entry: SnapshotEntry
     fresh_until: float  # served without asking Redis until then
     valid_until: float  # served while Redis fails until then (the profile TTL)
+    written_at: float  # when this process wrote this entry to the store (-inf: not known to be there)
 
 
 def has_usable_prefetch(prefetch: dict[str, Any] | None, key: str = OBS_KEY) -> bool:
@@ -199,7 +201,7 @@ class Snapshots:
             return None, (needs or frozenset()) | frozenset(snap.patient.obtained), both
         metrics.child(metrics.CACHE, "profile", "hit").inc()
         entry = SnapshotEntry(snap)
-        self._keep_local(key, entry, now)
+        self._keep_local(key, entry, now, written_at=now)
         return Loaded(entry, "cache"), needs, genes
 
     async def _fetch_shared(self, req: HookRequest, hook: str, key: str, fhir_server: str | None,
@@ -228,16 +230,24 @@ class Snapshots:
         return Loaded(entry, "fhir", calls)
 
     async def _store(self, key: str, entry: SnapshotEntry) -> None:
-        """Write the entry to Redis (shared by replicas) and keep the local copy."""
+        """Write the entry to Redis (shared by replicas) and keep the local copy; a write of the entry this
+        process made under the same key within half the TTL is not repeated."""
         ttl = self.settings.cache.profile_ttl_s
-        self._keep_local(key, entry, time.monotonic())
-        await self.kv.set_many([(key, entry.snapshot.model_dump_json().encode(), ttl)])
-
-    def _keep_local(self, key: str, entry: SnapshotEntry, now: float) -> None:
-        c = self.settings.cache
-        if not c.local_ttl_s:
+        now = time.monotonic()
+        near = self._local.get(key)
+        if near is not None and near.entry is entry and now - near.written_at < ttl / 2:
+            self._keep_local(key, entry, now, near.written_at)
             return
-        self._local[key] = _LocalCopy(entry, now + c.local_ttl_s, now + c.profile_ttl_s)
+        await self.kv.set_many([(key, entry.snapshot.model_dump_json().encode(), ttl)])
+        # a write the store could not take is made again next time
+        self._keep_local(key, entry, now, float("-inf") if getattr(self.kv, "degraded", False) else now)
+
+    def _keep_local(self, key: str, entry: SnapshotEntry, now: float, written_at: float) -> None:
+        """The local copy: served for `cache.local_ttl_s` (0: never), and it notes what was written."""
+        c = self.settings.cache
+        fresh = now + c.local_ttl_s if c.local_ttl_s else float("-inf")
+        valid = now + c.profile_ttl_s if c.local_ttl_s else float("-inf")
+        self._local[key] = _LocalCopy(entry, fresh, valid, written_at)
         self._local.move_to_end(key)
         if len(self._local) > LOCAL_COPIES:
             self._local.popitem(last=False)
