@@ -29,7 +29,7 @@ import orjson
 import structlog
 
 from service.auth.jwt import Principal
-from service.auth.tenancy import PatientScope, RefusedServerLog, patient_scope
+from service.auth.tenancy import RefusedServerLog, patient_scope
 from service.cache.store import KV, WriteBehind
 from service.cards.builder import CardTemplate, card_rank
 from service.cards.patient_view import patient_view_templates
@@ -122,7 +122,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
                                        fhir_server=fhir_server, needs=needs, genes=genes, shareable=scope.shareable)
     if not loaded.entry.snapshot.patient.observations_available:
         if hook != "patient-view" and all(d.name not in deps.knowledge.by_drug for _, ds in drug_orders for d in ds):
-            return Outcome(patient_key=scope.patient)  # only phenoconverting co-medication ordered: nothing to say
+            return Outcome()  # only phenoconverting co-medication ordered: nothing to say without results
         raise _unavailable(service, req, deps, refused)
     templates = _card_templates(hook, req, deps, loaded, drug_orders, genes, plan, reusable=not fetched_orders)
     bound = [(t, t.bind(req.hookInstance)) for t in templates]
