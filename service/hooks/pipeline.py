@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -124,9 +125,10 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
         if hook != "patient-view" and all(d.name not in deps.knowledge.by_drug for _, ds in drug_orders for d in ds):
             return Outcome()  # only phenoconverting co-medication ordered: nothing to say without results
         raise _unavailable(service, req, deps, refused)
-    templates = _card_templates(hook, req, deps, loaded, drug_orders, genes, plan, reusable=not fetched_orders)
+    groups = _card_templates(hook, req, deps, loaded, drug_orders, genes, plan, reusable=not fetched_orders)
+    templates = sorted((t for g in groups for t in g.templates), key=card_rank)  # most severe first (stable)
     bound = [(t, t.bind(req.hookInstance)) for t in templates]
-    cards = await _dedupe_and_remember(bound, hook, deps, scope.key) if bound else bound
+    cards = await _dedupe_and_remember(bound, hook, deps, scope.key, groups) if bound else bound
     for t, _ in cards:
         metrics.child(metrics.CARDS, t.indicator, t.rule_id).inc()
     return Outcome(body=orjson.dumps({"cards": [data for _, data in cards]}),
@@ -243,10 +245,19 @@ def _data_needs(k: Knowledge, drug_names: set[str] | frozenset[str]) -> frozense
 # ------------------------------------------------------------------------------------------ recommendations -> cards
 
 
+@dataclass(slots=True, eq=False)
+class _OrderCards:
+    """One order's card templates (the reuse value), and when order-select last recorded them for the
+    order-sign de-duplication from this process (a repeated order-select does not write them again)."""
+
+    templates: list[CardTemplate]
+    recorded_at: float = float("-inf")
+
+
 def _card_templates(
     hook: str, req: HookRequest, deps: Deps, loaded: Loaded, drug_orders: list[tuple[DraftOrder, list]],
     genes: frozenset[str] | None, plan: DraftPlan | None, *, reusable: bool,
-) -> list[CardTemplate]:
+) -> list[_OrderCards]:
     """phenotypes -> recommendations -> card templates, reusing those derived from the same snapshot
     content for the same order (order-sign after order-select)."""
     s, k = deps.settings, deps.knowledge
@@ -258,29 +269,28 @@ def _card_templates(
     patient = entry.snapshot.patient
     if hook == "patient-view":
         recs = run_clinical(k, s, patient, profile=profile, summary=True, today=today).summary
-        return patient_view_templates(recs, patient_id=patient_id, app_url=app_url)
+        return [_OrderCards(patient_view_templates(recs, patient_id=patient_id, app_url=app_url))]
     # every draft order of the request: perpetrators among them phenoconvert the others
     co_orders = plan.orders if plan is not None and hook == "order-sign" and not plan.needs_fetch \
         else extract_orders(req.context.draftOrders, None)
-    templates = []
+    groups = []
     for order, _drugs in drug_orders:
         key = ("order", entry.token, order.reference)
         content = (order.resource, order.shared_id, co_order_key(k, co_orders, order), today, patient_id, app_url)
         found = deps.reuse.get(key, content) if reusable else None
         if found is None:
-            found = []
+            found = _OrderCards([])
             for rec in run_clinical(k, s, patient, profile=profile, genes=genes, orders=[order], co_orders=co_orders,
                                     today=today).orders[0][1]:
                 if rec.order_ref is None:
                     rec.order_ref = order.reference
                 if rec.interruptive:
-                    found.append(CardTemplate.for_recommendation(rec, patient_id=patient_id, order=order,
-                                                                 app_url=app_url))
+                    found.templates.append(CardTemplate.for_recommendation(rec, patient_id=patient_id, order=order,
+                                                                           app_url=app_url))
             if reusable:
                 deps.reuse.put(key, content, found)
-        templates.extend(found)
-    templates.sort(key=card_rank)  # most severe first across all orders (stable within a rank)
-    return templates
+        groups.append(found)
+    return groups
 
 
 def _app_url(s: Settings) -> str | None:
@@ -294,25 +304,27 @@ def _app_url(s: Settings) -> str | None:
 
 
 async def _dedupe_and_remember(
-    cards: list[tuple[CardTemplate, dict]], hook: str, deps: Deps, pkey: str
+    cards: list[tuple[CardTemplate, dict]], hook: str, deps: Deps, pkey: str, groups: list[_OrderCards]
 ) -> list[tuple[CardTemplate, dict]]:
     """Order-select remembers what it showed; order-sign drops cards shown already with the same content.
     Also records card uuid -> rule id, so feedback (which names only the card) is counted per rule; those
     records are written in batches off the request path (`deps.card_rules`)."""
     s = deps.settings
     out = cards
-    if s.dedupe_order_sign and s.cache.dedupe_ttl_s > 0 and hook in ORDER_HOOKS:
-        writes: list[tuple[str, Any, int]] = []
-        out = []
-        for t, data in cards:
-            ident = f"dedupe:{pkey}:{t.order_ref}:{t.rule_id}"
-            if hook == "order-select":
-                writes.append((ident, t.content_hash, s.cache.dedupe_ttl_s))
-                out.append((t, data))
-            elif await deps.kv.get(ident) != t.content_hash:
-                out.append((t, data))
+    ttl = s.cache.dedupe_ttl_s
+    if s.dedupe_order_sign and ttl > 0 and hook == "order-select":
+        now = time.monotonic()
+        due = [g for g in groups if g.templates and now - g.recorded_at >= ttl / 2]  # not recorded moments ago
+        writes: list[tuple[str, Any, int]] = [(f"dedupe:{pkey}:{t.order_ref}:{t.rule_id}", t.content_hash, ttl)
+                                              for g in due for t in g.templates]
         if writes:
             await deps.kv.set_many(writes)
+            if not getattr(deps.kv, "degraded", False):  # a write the store could not take is made again
+                for g in due:
+                    g.recorded_at = now
+    elif s.dedupe_order_sign and ttl > 0 and hook == "order-sign":
+        out = [(t, data) for t, data in cards
+               if await deps.kv.get(f"dedupe:{pkey}:{t.order_ref}:{t.rule_id}") != t.content_hash]
     for t, data in out:
         if t.rule_id:
             deps.card_rules.add(data["uuid"], t.rule_id.encode())

@@ -119,3 +119,26 @@ async def test_an_unreadable_result_for_a_gene_the_drug_needs_still_gives_its_ca
     cards = out.response.cards
     assert len(cards) == 1 and cards[0].extension["pgx-cds"]["unreadable"][0]["gene"] == "CYP2C19"
     await app.state.fhir.aclose()
+
+
+async def test_a_repeated_order_select_records_its_cards_for_order_sign_once():
+    """The de-duplication record of a card order-select showed is written once for the same content, not
+    on every repeat (reuse off: every time); order-sign still drops the card."""
+    for enabled, expected in ((True, 1), (False, 3)):
+        app = create_app(Settings(log_level="warning", reuse={"enabled": enabled}))
+        deps = app.state.deps
+        written: list[str] = []
+        real = deps.kv.set_many
+
+        async def counting(items, real=real, written=written):
+            written.extend(k for k, _, _ in items if k.startswith("dedupe:"))
+            return await real(items)
+
+        deps.kv.set_many = counting
+        for _ in range(3):
+            out = await run_hook(SERVICES["pgx-order-select"], HookRequest.model_validate(rq.order_select()), deps, None)
+            assert len(out.response.cards) == 1
+        assert len(written) == expected
+        sign = await run_hook(SERVICES["pgx-order-sign"], HookRequest.model_validate(rq.order_sign()), deps, None)
+        assert sign.response.cards == []
+        await app.state.fhir.aclose()
