@@ -56,6 +56,13 @@ class CacheSettings(BaseModel):
     dedupe_ttl_s: int = Field(3600, ge=0)
 
 
+class ReuseSettings(BaseModel):
+    """Reuse of work done for an earlier request with the same content (service/hooks/reuse.py)."""
+
+    enabled: bool = Field(True, description="false: every request is evaluated afresh (answers are the same)")
+    entries: int = Field(512, ge=1, le=100_000, description="derived results kept in process (LRU)")
+
+
 class PhenoconversionSettings(BaseModel):
     """Phenoconversion from co-medication (cards/phenoconversion.yaml); switch off whole, per gene or per drug."""
 
@@ -100,6 +107,7 @@ class Settings(BaseSettings):
     redis_timeout_ms: int = Field(100, ge=1, le=10_000)
     fhir: FhirSettings = Field(default_factory=FhirSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    reuse: ReuseSettings = Field(default_factory=ReuseSettings)
     knowledge_dir: Path = REPO_ROOT / "cards"
     indicator_overrides: dict[str, Indicator] = Field(default_factory=dict, description="rule id -> indicator")
     disabled_rules: list[str] = Field(default_factory=list)

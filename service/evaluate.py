@@ -1,18 +1,19 @@
-"""Evaluate one patient from their FHIR resources with the hooks' own stages (no second implementation).
+"""The clinical stages, composed once: patient data -> genomic profile -> phenotypes -> recommendations.
 
-resources -> PatientData (service.fhir.patient_data.load_patient_data, fed as a complete prefetch, so
-exactly the hooks' extraction: DiagnosticReport results, hasMember, contained results, vitals) ->
-GenomicProfile (service.fhir.genomics.build_profile) -> phenotypes (service.pgx.phenotype.annotate_profile)
--> for each active medication, what order-sign would say if it were re-ordered today
-(service.pgx.engine.evaluate_order), and the patient-view summary (service.pgx.engine.summarize_profile).
+:func:`run_clinical` is the one composition (as PharmCAT's ``Pipeline``): PatientData ->
+GenomicProfile (service.fhir.genomics.build_profile) -> phenotypes (service.pgx.phenotype.annotate_profile,
+only for the genes asked for) -> recommendations for draft orders (service.pgx.engine.evaluate_order) and/or
+the patient-view summary (service.pgx.engine.summarize_profile). A caller holding a profile built earlier
+from the same data (the hooks' cached snapshot) hands it in, and only what it lacks is done.
 
-Population screening (service.screen) calls :func:`evaluate_patient` for every patient of an export; the
-SMART app and the hooks compose the same stages around their own data loading.
+Its callers: the hook pipeline (service.hooks.pipeline, with its snapshot cache in front), the SMART app
+(service.smart.data) and population screening (:func:`evaluate_patient` below, which feeds a patient's
+resources through the hooks' own patient-data stage as a complete prefetch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -26,6 +27,85 @@ from service.pgx.engine import evaluate_order, summarize_profile
 from service.pgx.knowledge import Knowledge
 from service.pgx.models import GenomicProfile, Recommendation
 from service.pgx.phenotype import annotate_profile
+from service.pgx.policy import EnginePolicy, as_policy
+
+# ------------------------------------------------------------------------------------------ the stages
+
+
+def needed_genes(knowledge: Knowledge, drug_names: Iterable[str]) -> frozenset[str]:
+    """The genes whose phenotype an evaluation of orders for these drugs can read: every gene of every
+    guideline of the drugs (forward phenoconversion converts only those), and for a drug that phenoconverts
+    (reverse direction: cards about the drugs the patient already takes) the genes it converts and every
+    gene of every guideline that reads one of them. Pre-test and unreadable-result rules read only whether
+    a gene has a result (every result stays in the profile, phenotyped or not)."""
+    genes: set[str] = set()
+    pk = getattr(knowledge, "phenoconversion", None)
+    for name in drug_names:
+        for g in knowledge.guidelines_for_drug(name):
+            genes.update(g.genes)
+        perp = pk.perpetrators.get(name) if pk is not None else None
+        if perp is not None:
+            for effect in perp.effects:
+                genes.add(effect.gene)
+                for g in knowledge.by_gene.get(effect.gene, ()):
+                    genes.update(g.genes)
+    return frozenset(genes)
+
+
+def phenotype(knowledge: Knowledge, profile: GenomicProfile, sex: str | None,
+              genes: Collection[str] | None = None) -> GenomicProfile:
+    """The profile with a phenotype call for each result of ``genes`` (None: all) that has none yet.
+    Calls already made are kept (a call is a function of the result, the sex and the knowledge only);
+    the profile is returned unchanged when nothing was missing."""
+    todo = {key: r for key, r in profile.genes.items()
+            if r.call is None and (genes is None or key in genes or r.gene in genes)}
+    if not todo:
+        return profile
+    done = annotate_profile(knowledge.genes, profile.model_copy(update={"genes": todo}), sex).genes
+    return profile.model_copy(update={"genes": {key: done.get(key, r) for key, r in profile.genes.items()}})
+
+
+@dataclass
+class Clinical:
+    """What the clinical stages gave for one patient."""
+
+    profile: GenomicProfile  # phenotyped for the genes asked for
+    orders: list[tuple[DraftOrder, list[Recommendation]]] = field(default_factory=list)
+    summary: list[Recommendation] = field(default_factory=list)  # the patient-view recommendations
+
+
+def run_clinical(
+    knowledge: Knowledge,
+    settings: Settings | EnginePolicy,
+    data: PatientData,
+    *,
+    profile: GenomicProfile | None = None,
+    genes: Collection[str] | None = None,
+    orders: Sequence[DraftOrder] = (),
+    co_orders: Sequence[DraftOrder] = (),
+    summary: bool = False,
+    today: date | None = None,
+) -> Clinical:
+    """patient data -> genomic profile -> phenotypes -> recommendations.
+
+    ``profile``: one built earlier from ``data`` (a cached snapshot): not built again, only phenotyped
+    where it lacks calls. ``genes``: read and phenotype only these genes' results (None: all;
+    :func:`needed_genes` gives what orders read; the summary reads every gene). ``orders``: recommendations for each, as if ordered with
+    ``co_orders`` (every draft order of the request). ``summary``: the patient-view recommendations."""
+    if summary:
+        genes = None  # the summary reads every gene
+    if profile is None:
+        profile = build_profile(data, genes)
+    profile = phenotype(knowledge, profile, data.sex, genes)
+    out = Clinical(profile=profile)
+    policy = as_policy(settings)  # the engine reads the few site settings it needs, not the whole Settings
+    for order in orders:
+        out.orders.append((order, evaluate_order(knowledge, profile, order, data, policy=policy, today=today,
+                                                 co_orders=co_orders)))
+    if summary:
+        out.summary = summarize_profile(knowledge, profile, data, policy=policy, today=today)
+    return out
+
 
 #: FHIR resource types a patient's record is read from (others are ignored)
 PATIENT_TYPES = frozenset({"Patient", "Observation", "DiagnosticReport", "MedicationRequest",
@@ -123,14 +203,12 @@ def evaluate_patient(
     """Everything the hooks would say about this patient: each active medication as if re-ordered today
     (order-sign), and the patient-view summary of actionable results."""
     data, refs = _patient_data(patient_id, resources)
-    profile = annotate_profile(knowledge.genes, build_profile(data), data.sex)
-    ev = PatientEvaluation(patient_id=patient_id, data=data, profile=profile)
-    for med in data.medications:
-        ref = refs.get(id(med)) or f"MedicationRequest/{med.get('id')}"
-        order = renewal_order(med, ref)
-        ev.medications.append(ActiveMedication(
-            ref, order, evaluate_order(knowledge, profile, order, data, settings=settings, today=today)))
-    ev.summary = summarize_profile(knowledge, profile, data, settings=settings, today=today)
+    renewals = [(refs.get(id(med)) or f"MedicationRequest/{med.get('id')}", med) for med in data.medications]
+    clinical = run_clinical(knowledge, settings, data, orders=[renewal_order(med, ref) for ref, med in renewals],
+                            summary=True, today=today)
+    ev = PatientEvaluation(patient_id=patient_id, data=data, profile=clinical.profile, summary=clinical.summary)
+    for (ref, _med), (order, recs) in zip(renewals, clinical.orders):
+        ev.medications.append(ActiveMedication(ref, order, recs))
     return ev
 
 

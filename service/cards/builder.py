@@ -305,21 +305,28 @@ def build_card_template(
 
 
 class CardTemplate:
-    """A built card, its JSON form and what the pipeline needs to know of it, computed once and reused
-    across requests; `bind` gives one request its card (new uuids only, everything else shared)."""
+    """A built card, its JSON form and what the pipeline needs to know of it (rule id, indicator, order:
+    given by the Recommendation it was built from), computed once and reused across requests; `bind` gives
+    one request its card (new uuids only, everything else shared)."""
 
     __slots__ = ("data", "rule_id", "indicator", "order_ref", "content_hash")
 
-    def __init__(self, card: Card) -> None:
+    def __init__(self, card: Card, *, rule_id: str, indicator: str, order_ref: str | None = None) -> None:
         self.data = card.model_dump(mode="json", exclude_none=True)
-        ext = card_evidence(self.data)
-        self.rule_id: str = ext.get("recommendation", {}).get("ruleId", "")
-        self.indicator: str = self.data["indicator"]
-        self.order_ref: str = ext.get("order", "")
+        self.rule_id = rule_id
+        self.indicator = indicator
+        self.order_ref = order_ref or ""
+        ext = self.data.get("extension", {}).get(EXTENSION_KEY, {})
         # what makes two cards "the same" for order-select -> order-sign de-duplication
         self.content_hash: bytes = hashlib.sha256(
-            orjson.dumps([self.data["summary"], self.indicator, ext.get("genes"), ext.get("recommendation")])
+            orjson.dumps([self.data["summary"], indicator, ext.get("genes"), ext.get("recommendation")])
         ).hexdigest()[:16].encode()
+
+    @classmethod
+    def for_recommendation(cls, rec: Recommendation, *, patient_id: str, order: DraftOrder | None = None,
+                           app_url: str | None = None) -> "CardTemplate":
+        card = build_card_template(rec, patient_id=patient_id, order=order, app_url=app_url)
+        return cls(card, rule_id=rec.rule_id, indicator=rec.indicator, order_ref=rec.order_ref)
 
     def bind(self, hook_instance: str) -> dict:
         """The card's JSON-ready dict with this hook instance's uuids: the same hookInstance and card always

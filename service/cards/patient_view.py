@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from service.cards.builder import EXTENSION_KEY, RULE_SYSTEM, _uuid, evidence, md_text
+from service.cards.builder import EXTENSION_KEY, RULE_SYSTEM, CardTemplate, _uuid, evidence, md_text
 from service.cdshooks.models import Card, Coding, Link, Source
 from service.pgx.engine import severity_key
 from service.pgx.models import GeneEvidence, Recommendation
@@ -84,10 +84,21 @@ def _detail(label: str, genes: list[GeneEvidence], recs: list[Recommendation]) -
 
 def patient_view_cards(recs: list[Recommendation], *, patient_id: str, app_url: str | None = None) -> list[Card]:
     """One informational card per result, most severe first; no suggestions."""
+    return [card for _top, card in _cards(recs, patient_id=patient_id, app_url=app_url)]
+
+
+def patient_view_templates(recs: list[Recommendation], *, patient_id: str,
+                           app_url: str | None = None) -> list[CardTemplate]:
+    """The cards as templates; each counts under the rule and indicator of its most severe recommendation."""
+    return [CardTemplate(card, rule_id=top.rule_id, indicator=top.indicator, order_ref=top.order_ref)
+            for top, card in _cards(recs, patient_id=patient_id, app_url=app_url)]
+
+
+def _cards(recs: list[Recommendation], *, patient_id: str, app_url: str | None) -> list[tuple[Recommendation, Card]]:
     groups: dict[tuple, list[Recommendation]] = {}
     for rec in sorted(recs, key=severity_key):
         groups.setdefault(_group_key(rec), []).append(rec)
-    cards: list[tuple[tuple, Card]] = []
+    cards: list[tuple[tuple, Recommendation, Card]] = []
     for key, group in groups.items():
         top = group[0]
         genes = _result_genes(top)
@@ -116,5 +127,5 @@ def patient_view_cards(recs: list[Recommendation], *, patient_id: str, app_url: 
             links=links,
             extension={EXTENSION_KEY: ext},
         )
-        cards.append((severity_key(top), card))
-    return [c for _, c in sorted(cards, key=lambda x: x[0])]
+        cards.append((severity_key(top), top, card))
+    return [(top, c) for _, top, c in sorted(cards, key=lambda x: x[0])]

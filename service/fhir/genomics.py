@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -167,6 +168,8 @@ class _Ctx:
     haplos: list[_Cand] = field(default_factory=list)  # single haplotypes
     variants: list[_Cand] = field(default_factory=list)  # non-HLA variant calls
     unreadable: list[UnreadableResult] = field(default_factory=list)
+    only: frozenset[str] | None = None  # read only results for these genes (None: all)
+    skipped: set[str] = field(default_factory=set)  # references of the Observations not read (other genes)
 
 
 class _Unreadable(Exception):
@@ -182,9 +185,14 @@ class _NotPgx(Exception):
 # ------------------------------------------------------------------------------------------ public API
 
 
-def build_profile(patient: PatientData) -> GenomicProfile:
-    """One :class:`GeneResult` per gene (newest result wins; disagreements named), plus unreadable results."""
-    ctx = _Ctx()
+def build_profile(patient: PatientData, genes: Collection[str] | None = None) -> GenomicProfile:
+    """One :class:`GeneResult` per gene (newest result wins; disagreements named), plus unreadable results.
+
+    ``genes``: only these genes' results are needed (None: all). A Genotype or Haplotype Observation whose
+    gene studied is another gene is then not read: everything it can give (results, conflicts, unreadable
+    results) belongs to that gene, as do therapeutic implications derived from it without a gene of their
+    own. Every other Observation is read as without ``genes``, so what a needed gene gets is the same."""
+    ctx = _Ctx(only=frozenset(genes) if genes is not None else None)
     seen: set[str] = set()
     for obs in patient.observations:
         ref = _ref(obs)
@@ -219,6 +227,11 @@ def _read(obs: Any, ref: str | None, ctx: _Ctx) -> None:
     code = obs.get("code") if isinstance(obs.get("code"), dict) else {}
     kind, holder = _kind(obs, code)
     comp_gene, comp_gene_raw = _component_gene(obs)
+    if ctx.only is not None and comp_gene is not None and comp_gene not in ctx.only and kind in (_GENOTYPE, _HAPLOTYPE):
+        # its values are checked against the gene studied: all it can give is about that gene
+        if ref is not None:
+            ctx.skipped.update((ref, _type_id(ref)))
+        raise _NotPgx
     if comp_gene_raw and comp_gene is None:
         if kind is None:
             raise _NotPgx
@@ -539,6 +552,9 @@ def _combine(ctx: _Ctx) -> dict[str, GeneResult]:
     # therapeutic implications: attach to the genotype they derive from, else a phenotype-only result
     for imp in ctx.impls:
         src = next((by_ref[k] for r in imp.derived_from for k in (r, _type_id(r)) if k in by_ref), None)
+        if src is None and not imp.gene and ctx.skipped and any(
+                k in ctx.skipped for r in imp.derived_from for k in (r, _type_id(r))):
+            continue  # derived from a result of a gene not needed: it would have been that gene's
         if not imp.gene and src is not None:
             imp.gene = src.gene
         if not imp.gene:
@@ -750,6 +766,8 @@ def _component_gene(obs: dict[str, Any]) -> tuple[str | None, str | None]:
                     continue
                 code, display = _s(c.get("code")), _s(c.get("display"))
                 if code and _HGNC_ID.fullmatch(code):
+                    if not candidates and (g := gene_for_hgnc(code)):
+                        return g, code  # the first candidate, and a known gene (the usual case)
                     candidates.append((True, code))
                 candidates += [(False, v) for v in (display, code) if v]
             candidates += [(False, v) for v in (_s(cc.get("text")),) if v]

@@ -1,8 +1,8 @@
-"""Load one patient's PGx picture through the same engine the CDS Hooks cards use.
+"""Load one patient's PGx picture through the same stages the CDS Hooks cards use.
 
-patient data (service.fhir.patient_data) -> GenomicProfile (service.fhir.genomics) -> phenotypes
-(service.pgx.phenotype) -> recommendations for every affected drug (service.pgx.engine). Nothing here
-re-implements a clinical step, so the app and the cards cannot disagree.
+patient data (service.fhir.patient_data) -> service.evaluate.run_clinical (genomic profile -> phenotypes
+-> recommendations for every affected drug), the one composition the hooks and population screening use.
+Nothing here re-implements a clinical step, so the app and the cards cannot disagree.
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ from typing import Any
 
 import structlog
 
+from service.evaluate import run_clinical
 from service.fhir.client import Budget
-from service.fhir.genomics import build_profile
 from service.fhir.models import PatientData
 from service.fhir.patient_data import load_patient_data
-from service.pgx.engine import summarize_profile
 from service.pgx.models import DrugRef, GenomicProfile, Recommendation
-from service.pgx.phenotype import annotate_profile
 from service.smart.oauth import SmartError
 
 log = structlog.get_logger("pgx_cds.smart")
@@ -93,15 +91,13 @@ async def load_profile(state: Any, *, iss: str, patient_id: str, token: str, bud
             "Nothing here means the patient has no results. Please try again, or check the results in the chart.",
             502,
         )
-    profile = build_profile(patient)
-    profile = annotate_profile(knowledge.genes, profile, patient.sex)
-    recs = summarize_profile(knowledge, profile, patient, settings=settings)
+    clinical = run_clinical(knowledge, settings, patient, summary=True)
     from datetime import datetime, timezone
 
     from service.pgx.phenoconversion import conversions
 
-    conv = conversions(knowledge, profile, patient, settings, datetime.now(timezone.utc).date())
-    return LoadedProfile(patient, profile, list(recs), resource, conv)
+    conv = conversions(knowledge, clinical.profile, patient, settings, datetime.now(timezone.utc).date())
+    return LoadedProfile(patient, clinical.profile, list(clinical.summary), resource, conv)
 
 
 def med_matcher(knowledge: Any):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import subprocess
 import sys
@@ -175,29 +176,27 @@ async def test_cold_path_fetches_only_what_the_ordered_drugs_need_and_tops_up_th
 
 
 async def test_same_request_content_reuses_the_evaluation_and_any_change_re_evaluates(monkeypatch):
-    """A request answered from its prefetch alone is evaluated once per content: another hookInstance (or
-    token) reuses it; a change to anything the answer depends on is evaluated afresh."""
+    """A request answered from its prefetch alone is derived once per content: another hookInstance (or
+    token) reuses the snapshot and the order's cards; a change to anything the answer depends on is
+    derived afresh."""
     import service.hooks.pipeline as pipeline
+    import service.hooks.snapshots as snapshots
 
     app = _app()
     svc = SERVICES["pgx-order-select"]
-    evaluated = []
-    real = pipeline._evaluate_request
+    derived: list[str] = []
+    real_fetch, real_clinical = snapshots.fetch_snapshot, pipeline.run_clinical
 
-    async def counting(*a, **kw):
-        evaluated.append(1)
-        return await real(*a, **kw)
+    async def counting_fetch(*a, **kw):
+        derived.append("snapshot")
+        return await real_fetch(*a, **kw)
 
-    monkeypatch.setattr(pipeline, "_evaluate_request", counting)
-    real_plan = pipeline.plan_draft_orders
+    def counting_clinical(*a, **kw):
+        derived.append("cards")
+        return real_clinical(*a, **kw)
 
-    def counting_plan(*a, **kw):  # orders without a CPIC drug are answered from the draft orders alone
-        plan = real_plan(*a, **kw)
-        if plan.no_cards:
-            evaluated.append(1)
-        return plan
-
-    monkeypatch.setattr(pipeline, "plan_draft_orders", counting_plan)
+    monkeypatch.setattr(snapshots, "fetch_snapshot", counting_fetch)
+    monkeypatch.setattr(pipeline, "run_clinical", counting_clinical)
 
     def summary(out) -> list[str]:
         return [c.summary for c in out.response.cards]
@@ -206,22 +205,36 @@ async def test_same_request_content_reuses_the_evaluation_and_any_change_re_eval
     first = await run_hook(svc, HookRequest.model_validate(base), app.state.deps, None)
     again = await run_hook(svc, HookRequest.model_validate(
         {**base, "hookInstance": "another", "fhirAuthorization": {**AUTH, "access_token": "other"}}), app.state.deps, None)
-    assert len(evaluated) == 1 and summary(first) == summary(again) and first.response.cards
+    assert derived == ["snapshot", "cards"] and summary(first) == summary(again) and first.response.cards
     assert first.response.cards[0].uuid != again.response.cards[0].uuid
 
+    derived.clear()
+    moved = copy.deepcopy(base)
+    moved["context"]["draftOrders"]["entry"][0]["resource"]["dosageInstruction"] = [{"text": "75 mg daily"}]
+    await run_hook(svc, HookRequest.model_validate(moved), app.state.deps, None)
+    assert derived == ["cards"]  # the order changed, the patient did not
+
+    derived.clear()
     nm = rq.order_select(fhirServer=FHIR, obs=[rq.CYP2C19_NM])
     assert summary(await run_hook(svc, HookRequest.model_validate(nm), app.state.deps, None)) == []  # prefetch
+    assert derived == ["snapshot", "cards"]
+    derived.clear()
     apap = rq.order_select(fhirServer=FHIR, orders=[rq.CLOPIDOGREL, rq.ACETAMINOPHEN],
                            selections=["MedicationRequest/draft-apap"])
     assert summary(await run_hook(svc, HookRequest.model_validate(apap), app.state.deps, None)) == []  # selections
+    assert derived == []  # no CPIC drug selected: answered from the draft orders alone
     other_patient = {**base, "context": {**base["context"], "patientId": "someone-else"}}
     out = await run_hook(svc, HookRequest.model_validate(other_patient), app.state.deps, None)
     assert out.patient_key != first.patient_key  # patient id
-    assert len(evaluated) == 4
+    assert derived == ["snapshot", "cards"]
 
+    derived.clear()
+    await run_hook(svc, HookRequest.model_validate(base), app.state.deps, None)
+    assert derived == ["snapshot", "cards"]  # the patient's newest prefetch (nm) replaced the one kept
+    derived.clear()
     monkeypatch.setattr(pipeline, "date", type("D", (), {"today": staticmethod(lambda: __import__("datetime").date(2099, 1, 1))}))
     await run_hook(svc, HookRequest.model_validate(base), app.state.deps, None)
-    assert len(evaluated) == 5  # another day (ages and so populations can change)
+    assert derived == ["cards"]  # another day (ages and so populations can change)
     await app.state.fhir.aclose()
 
 

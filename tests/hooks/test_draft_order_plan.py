@@ -3,7 +3,7 @@
 - Draft orders with no CPIC drug are answered from the draft orders alone: the prefetch is not read and
   nothing is derived or remembered from it.
 - order-sign reuses the patient snapshot order-select derived from the same prefetch moments before (the
-  two hooks' prefetch templates are the same, so the memo is keyed on them, not on the hook).
+  two hooks' prefetch templates are the same, so reuse is keyed on them, not on the hook).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 
 from service.config import Settings
-from service.hooks import pipeline
+from service.hooks import snapshots
 from service.hooks.discovery import SERVICES
 from service.hooks.order_plan import plan_draft_orders
 from service.hooks.pipeline import run_hook
@@ -33,13 +33,13 @@ async def test_orders_without_a_cpic_drug_are_answered_without_touching_the_pref
     def untouchable(*a, **kw):
         raise AssertionError("the prefetch was read for an order without a CPIC drug")
 
-    monkeypatch.setattr(pipeline, "load_patient_data", untouchable)
+    monkeypatch.setattr(snapshots, "load_patient_data", untouchable)
     for hook, body in (("pgx-order-select", rq.order_select(orders=[rq.ACETAMINOPHEN], fhirServer=FHIR)),
                        ("pgx-order-sign", rq.order_sign(orders=[rq.ACETAMINOPHEN], fhirServer=FHIR))):
         out = await run_hook(SERVICES[hook], HookRequest.model_validate(body), deps, None)
         assert out.body == b'{"cards":[]}' and out.source == "none" and out.patient_key is None
     # nothing derived from the request was kept (on distinct traffic such entries only evict useful ones)
-    assert not deps.snapshots._data and not deps.evaluations._data
+    assert len(deps.reuse) == 0
     await app.state.fhir.aclose()
 
 
@@ -72,13 +72,13 @@ async def test_a_medication_reference_that_is_not_an_object_is_not_a_500():
 
 async def test_order_sign_reuses_the_snapshot_order_select_derived_from_the_same_prefetch(monkeypatch):
     calls = []
-    real = pipeline._fetch_snapshot
+    real = snapshots.fetch_snapshot
 
     async def counting(*a, **kw):
         calls.append(1)
         return await real(*a, **kw)
 
-    monkeypatch.setattr(pipeline, "_fetch_snapshot", counting)
+    monkeypatch.setattr(snapshots, "fetch_snapshot", counting)
     select = rq.order_select(fhirServer=FHIR)
     sign = rq.order_sign(fhirServer=FHIR)
     app = _app(dedupe_order_sign=False)
