@@ -40,11 +40,9 @@ async def _main(patients: int, profile: bool) -> None:
     warm = generate(knowledge, 100, block=256, fhir_server="https://fhir.bench.example/r4", seed=99)
     for h, b in warm:
         await run_hook(SERVICES["pgx-" + h], HookRequest.model_validate(b), deps, None)
-    import gc  # as the app's lifespan does (service/main.py)
+    from service.runtime import tune_gc  # as a served process does (pgx-cds serve)
 
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 100)
+    tune_gc()
 
     split: dict[bool, list[float]] = {True: [], False: []}
 

@@ -76,7 +76,7 @@ def serve(
             err=True,
         )
     uvicorn.run(
-        "service.main:create_app",
+        "service.runtime:served_app",  # the app, then this worker's GC tuned for serving (service/runtime.py)
         factory=True,
         host=s.host,
         port=s.port,
