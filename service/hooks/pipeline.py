@@ -23,12 +23,12 @@ import structlog
 from pydantic import BaseModel
 
 from service.auth.jwt import Principal
-from service.auth.tenancy import PatientScope, RefusedServerLog, patient_scope
+from service.auth.tenancy import PatientScope, RefusedServerLog, card_owner, patient_scope
 from service.cache.store import KV, WriteBehind
 from service.cards.builder import CardTemplate, build_card_template, card_rank
 from service.cards.patient_view import patient_view_cards
 from service.config import Settings
-from service.feedback.store import CARD_RULE_DAYS, card_rule_bucket
+from service.feedback.store import CARD_RULE_DAYS, card_rule_bucket, card_rule_field
 from service.fhir.client import FhirClient, validate_fhir_server
 from service.fhir.genomics import build_profile
 from service.fhir.models import DraftOrder, PatientData
@@ -336,7 +336,7 @@ async def _fetch_snapshot(
 
 
 async def _dedupe_and_remember(
-    cards: list[tuple[CardTemplate, dict]], hook: str, deps: Deps, pkey: str
+    cards: list[tuple[CardTemplate, dict]], hook: str, deps: Deps, pkey: str, owner: str | None = None
 ) -> list[tuple[CardTemplate, dict]]:
     """Order-select remembers what it showed; order-sign drops cards shown already with the same content.
     Also records card uuid -> rule id, so feedback (which names only the card) is counted per rule; those
@@ -356,7 +356,7 @@ async def _dedupe_and_remember(
         await _write_changed(deps, writes)
     for t, data in out:
         if t.rule_id:
-            deps.card_rules.add(data["uuid"], t.rule_id.encode())
+            deps.card_rules.add(card_rule_field(owner, data["uuid"]), t.rule_id.encode())  # feedback: its caller's only
     return out
 
 
@@ -459,7 +459,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
             deps.evaluations.put(memo_key, evaluation)
 
     bound = [(t, t.bind(req.hookInstance)) for t in evaluation.templates]
-    cards = await _dedupe_and_remember(bound, hook, deps, evaluation.patient_key) if bound else bound
+    cards = await _dedupe_and_remember(bound, hook, deps, evaluation.patient_key, card_owner(principal)) if bound else bound
     body = orjson.dumps({"cards": [data for _, data in cards]})
     for t, _ in cards:
         metrics.child(metrics.CARDS, t.indicator, t.rule_id).inc()

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from service.auth.jwt import MAX_TOKEN_BYTES, AuthError, Principal
+from service.auth.tenancy import card_owner
 from service.hooks.discovery import SERVICES
 from service.feedback.store import FeedbackUnavailable, batch_too_large
 from service.hooks.bodies import check_depth
@@ -165,7 +166,8 @@ async def post_feedback(request: Request) -> Response:
     except ValidationError as exc:
         raise HookError(400, "Invalid feedback: " + _field_errors(exc), code="structure") from None
     try:
-        stored = await request.app.state.feedback.store(service_id, fb, issuer=principal.iss if principal else None)
+        stored = await request.app.state.feedback.store(service_id, fb, issuer=principal.iss if principal else None,
+                                                        owner=card_owner(principal))
     except FeedbackUnavailable as exc:
         raise HookError(503, str(exc), code="transient") from None
     bind_request(event_kind="feedback_stored", feedback_items=stored)
