@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     smart_app_path: str = "/app"
     otlp_endpoint: str | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    hook_fast_path: bool = Field(
+        True, description="hook calls skip the router, CORS and exception middleware (service/hooks/fastpath.py); "
+        "same answers either way"
+    )
 
     @field_validator("knowledge_dir")
     @classmethod

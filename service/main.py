@@ -25,7 +25,8 @@ from service.fhir.client import FhirClient
 from service.hooks.discovery import SERVICES, discovery
 from service.hooks.errors import HookError, error_response, hook_error_response, operation_outcome
 from service.hooks.pipeline import Deps
-from service.hooks.router import HookFastPath, route_path, router as hooks_router
+from service.hooks.fastpath import HookFastPath, route_path
+from service.hooks.router import router as hooks_router
 from service.observability import metrics
 from service.observability.logging import configure_logging, end_request, start_request
 from service.observability.tracing import setup_tracing
@@ -193,7 +194,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_private_network=settings.private_network_cors,
             max_age=600,
         )
-    app.add_middleware(HookFastPath)  # outside CORS: it hands browser (Origin) requests to the full stack
+    if settings.hook_fast_path:  # outside CORS: it hands browser (Origin) requests to the full stack
+        app.add_middleware(HookFastPath, handlers=app.exception_handlers)
     app.add_middleware(_Observe)
     app.state.tracer_provider = setup_tracing(app, settings.otlp_endpoint, service_version=__version__)
     return app
