@@ -66,3 +66,30 @@ def test_cpu_seconds_reads_this_process():
     import os
 
     assert cpu_seconds(os.getpid()) > 0
+
+
+def test_more_patients_added_later_are_distinct_from_the_first(tmp_path):
+    """The mix generates more patients after the warm-up when pgx-cds is fast enough to reach the end of the
+    list: every body in the file stays distinct (patient, hookInstance), order-select before order-sign."""
+    import json
+
+    from bench.mix import _BodyFile
+
+    k = load_knowledge(REPO_ROOT / "cards")
+    f = _BodyFile(tmp_path / "b.txt", k, block=64, fhir_server="https://fhir.bench.example/r4", seed=3, keep=10)
+    f.add(100)
+    f.add(70)
+    lines = (tmp_path / "b.txt").read_text().splitlines()
+    assert len(lines) == f.lines == 340 and f.patients == 170 and len(f.head) == 10
+    bodies = [json.loads(line.split(" ", 1)[1]) for line in lines]
+    assert len({b["hookInstance"] for b in bodies}) == 340
+    assert len({b["context"]["patientId"] for b in bodies}) == 170
+    assert 0 < f.cpic < 170
+
+
+def test_sent_vs_distinct_counts_a_threads_slice_once():
+    from bench.mix import Target
+
+    t = Target("x", "u", 0, "")
+    t.offsets = [40, 70]  # two threads over 101 lines: slices of 50 and 51
+    assert t.sent() == 110 and t.distinct(101, 2) == 40 + 51
