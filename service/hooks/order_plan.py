@@ -5,12 +5,19 @@ from the draft orders before anything is done with the prefetch (no patient data
 called, no key built from the prefetch). An order whose drug can only be known by fetching its
 Medication (a `medicationReference` to another resource, or no code and no text) is left undecided:
 the full path resolves it as before.
+
+The common case is decided cheaply (`names_no_drug`): each raw MedicationRequest's drug (its
+`medicationCodeableConcept`) is looked up in a bounded memo of what the knowledge makes of that concept,
+so the handful of concepts real traffic orders are recognised once, not on every request.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from service.fhir.models import DraftOrder
 from service.fhir.orders import extract_orders
@@ -24,7 +31,9 @@ ORDER_HOOKS = ("order-select", "order-sign")
 @dataclass(frozen=True)
 class DraftPlan:
     """The selected draft orders, those with a recognised CPIC drug, and whether any order's drug is
-    known only after a FHIR read (then nothing may be concluded from this plan)."""
+    known only after a FHIR read (then nothing may be concluded from this plan). When no selected order
+    names a drug the knowledge knows (`no_cards`), `orders` may be left empty: there is nothing to
+    evaluate."""
 
     orders: list[DraftOrder]
     drug_orders: list[tuple[DraftOrder, list]]
@@ -45,11 +54,102 @@ def needs_fetch(orders: list[DraftOrder]) -> bool:
 
 def plan_draft_orders(knowledge: Knowledge, draft_orders: dict[str, Any] | None,
                       selections: list[str] | None) -> DraftPlan:
+    if names_no_drug(knowledge, draft_orders, selections):
+        return DraftPlan([], [], False)
     orders = extract_orders(draft_orders, selections)
     if needs_fetch(orders):
         return DraftPlan(orders, [], True)
     # a drug with a guideline, or a phenoconverting co-medication (reverse direction: it can change the
     # advice for a drug the patient already takes)
-    drug_orders = [(o, d) for o, d in ((o, recognise(knowledge, o) or perpetrators_in_order(knowledge, o))
-                                       for o in orders) if d]
+    drug_orders = [(o, d) for o, d in ((o, _drugs(knowledge, o)) for o in orders) if d]
     return DraftPlan(orders, drug_orders, False)
+
+
+def _drugs(knowledge: Knowledge, order: DraftOrder) -> list:
+    return recognise(knowledge, order) or perpetrators_in_order(knowledge, order)
+
+
+# ---------------------------------------------------------------------------------------- fast check
+
+_DRUG, _NONE = True, False
+_MEMO_SIZE = 4096  # distinct drug concepts remembered per knowledge (real formularies order a few thousand)
+
+
+class _ConceptMemo:
+    """medicationCodeableConcept (as JSON) -> whether the knowledge recognises a drug in it (a guideline
+    drug or a phenoconverting one) or it names no drug at all (no code and no text: needs a fetch)."""
+
+    def __init__(self, knowledge: Knowledge) -> None:
+        self.knowledge = knowledge
+        self.data: OrderedDict[bytes, bool] = OrderedDict()
+
+    def names_drug(self, concept: dict[str, Any]) -> bool:
+        try:
+            key = orjson.dumps(concept)
+        except orjson.JSONEncodeError:  # nested beyond what can be serialised: the full path answers 400
+            return True
+        known = self.data.get(key)
+        if known is None:
+            order = extract_orders({"resourceType": "MedicationRequest", "medicationCodeableConcept": concept}, None)[0]
+            known = bool(needs_fetch([order]) or _drugs(self.knowledge, order))
+            self.data[key] = known
+            if len(self.data) > _MEMO_SIZE:
+                self.data.popitem(last=False)
+        return known
+
+
+_MEMOS: OrderedDict[int, _ConceptMemo] = OrderedDict()  # id(knowledge) -> its memo (a few knowledges per process)
+
+
+def _memo(knowledge: Knowledge) -> _ConceptMemo:
+    memo = _MEMOS.get(id(knowledge))
+    if memo is None or memo.knowledge is not knowledge:
+        memo = _MEMOS[id(knowledge)] = _ConceptMemo(knowledge)
+        if len(_MEMOS) > 8:
+            _MEMOS.popitem(last=False)
+    return memo
+
+
+def names_no_drug(knowledge: Knowledge, draft_orders: Any, selections: Any) -> bool:
+    """True when it is certain, from the raw draft orders, that no selected order (every order when
+    `selections` is None) names a drug the knowledge recognises or needs a FHIR read to name one: the
+    same conclusion as `plan_draft_orders(...).no_cards`, without building the orders. False when it may
+    be otherwise, or when the input is not the common shape (a Bundle of MedicationRequests with a
+    medicationCodeableConcept each): the full plan decides then."""
+    if not isinstance(draft_orders, dict) or (draft_orders.get("resourceType") != "Bundle" and "entry" not in draft_orders):
+        return False
+    entries = draft_orders.get("entry")
+    if not isinstance(entries, list):
+        return False
+    wanted = None
+    if selections is not None:
+        if not isinstance(selections, list) or not selections:
+            return False
+        wanted = {s.strip() for s in selections if isinstance(s, str)}
+    memo = _memo(knowledge)
+    for item in entries:
+        if not isinstance(item, dict):
+            continue
+        res = item.get("resource") if "resource" in item else item
+        if not isinstance(res, dict) or res.get("resourceType") != "MedicationRequest":
+            continue
+        if wanted is not None and not _selected(res, item.get("fullUrl"), wanted):
+            continue
+        if "medicationReference" in res:
+            return False
+        concept = res.get("medicationCodeableConcept")
+        if not isinstance(concept, dict) or memo.names_drug(concept):
+            return False
+    return True
+
+
+def _selected(res: dict[str, Any], full_url: Any, wanted: set[str]) -> bool:
+    """As service/fhir/orders.extract_orders selects (by `MedicationRequest/id`, fullUrl, or a reference
+    ending in it)."""
+    rid = res.get("id")
+    ref = f"MedicationRequest/{rid}" if isinstance(rid, str) and rid else None
+    if ref and ref in wanted:
+        return True
+    if isinstance(full_url, str) and full_url and full_url in wanted:
+        return True
+    return bool(ref) and any(w.endswith("/" + ref) for w in wanted)

@@ -15,7 +15,8 @@ from service.auth.tenancy import card_owner
 from service.hooks.discovery import SERVICES
 from service.feedback.store import FeedbackUnavailable, batch_too_large
 from service.hooks.bodies import check_depth
-from service.hooks.errors import HookError, hook_error_response
+from service.hooks.errors import HookError
+from service.hooks.order_plan import ORDER_HOOKS, names_no_drug
 from service.hooks.pipeline import run_hook
 from service.cdshooks.models import FeedbackRequest, HookRequest
 from service.observability import metrics
@@ -92,10 +93,24 @@ async def _json_body(request: Request) -> Any:
         if len(body) > limit:
             raise HookError(413, f"Request body larger than {limit} bytes", code="too-costly")
     try:
-        parsed = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise HookError(400, "Request body is not valid JSON", code="structure") from None
-    return check_depth(parsed)
+
+
+def _orders_name_no_drug(hook: str, raw: Any, knowledge) -> bool:
+    """An order hook whose draft orders certainly name no drug the knowledge knows: answered with no cards
+    before the prefetch is read or serialised (the pipeline concludes the same from the same memo), so
+    the body's nesting depth is not checked (nothing of it is serialised)."""
+    if hook not in ORDER_HOOKS or not isinstance(raw, dict):
+        return False
+    ctx = raw.get("context")
+    if not isinstance(ctx, dict):
+        return False
+    selections = ctx.get("selections") if hook == "order-select" else None
+    if hook == "order-select" and not selections:
+        return False
+    return names_no_drug(knowledge, ctx.get("draftOrders"), selections)
 
 
 async def get_discovery(request: Request) -> Response:
@@ -122,6 +137,8 @@ async def call_service(request: Request) -> Response:
     if service is None:
         raise _unknown_service(service_id)
     raw = await _json_body(request)
+    if not _orders_name_no_drug(service.hook, raw, request.app.state.knowledge):
+        check_depth(raw)  # the request will be serialised (keys, digests): refuse what cannot be
     if not isinstance(raw, dict):
         raise HookError(400, "Request body must be a JSON object", code="structure")
     for required in ("hook", "hookInstance", "context"):
@@ -158,7 +175,7 @@ async def post_feedback(request: Request) -> Response:
     principal = await authenticate(request)  # first: service ids cannot be probed without a token
     if service_id not in SERVICES:
         raise _unknown_service(service_id)
-    raw = await _json_body(request)
+    raw = check_depth(await _json_body(request))
     if too_large := batch_too_large(raw):
         raise HookError(413, too_large, code="too-costly")
     try:
