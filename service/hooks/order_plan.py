@@ -21,7 +21,7 @@ import orjson
 
 from service.fhir.models import DraftOrder
 from service.fhir.orders import extract_orders
-from service.pgx.drugs import recognise
+from service.pgx.drugs import medication_request_drugs, recognise
 from service.pgx.phenoconversion import perpetrators_in_order
 from service.pgx.knowledge import Knowledge
 
@@ -53,8 +53,10 @@ def needs_fetch(orders: list[DraftOrder]) -> bool:
 
 
 def plan_draft_orders(knowledge: Knowledge, draft_orders: dict[str, Any] | None,
-                      selections: list[str] | None) -> DraftPlan:
-    if names_no_drug(knowledge, draft_orders, selections):
+                      selections: list[str] | None, prefetch: Any = None) -> DraftPlan:
+    """`prefetch` (optional) lets an order for a phenoconverting drug without a guideline of its own be
+    decided early too: see `names_no_drug`."""
+    if names_no_drug(knowledge, draft_orders, selections, prefetch):
         return DraftPlan([], [], False)
     orders = extract_orders(draft_orders, selections)
     if needs_fetch(orders):
@@ -71,31 +73,56 @@ def _drugs(knowledge: Knowledge, order: DraftOrder) -> list:
 
 # ---------------------------------------------------------------------------------------- fast check
 
-_DRUG, _NONE = True, False
+_NONE, _PERPETRATOR, _DECISIVE = 0, 1, 2
 _MEMO_SIZE = 4096  # distinct drug concepts remembered per knowledge (real formularies order a few thousand)
 
 
 class _ConceptMemo:
-    """medicationCodeableConcept (as JSON) -> whether the knowledge recognises a drug in it (a guideline
-    drug or a phenoconverting one) or it names no drug at all (no code and no text: needs a fetch)."""
+    """What the knowledge makes of a drug concept, remembered by the concept's JSON:
+
+    - an ordered `medicationCodeableConcept`: `_NONE` (no drug it knows), `_PERPETRATOR` (only a drug
+      that phenoconverts, e.g. fluoxetine: it can change the advice for a guideline drug the patient
+      already takes) or `_DECISIVE` (a guideline drug, or no code and no text: the full path decides);
+    - a current medication (MedicationRequest of the `medications` prefetch): whether it names a drug
+      with a guideline."""
 
     def __init__(self, knowledge: Knowledge) -> None:
         self.knowledge = knowledge
-        self.data: OrderedDict[bytes, bool] = OrderedDict()
+        self.data: OrderedDict[bytes, int | bool] = OrderedDict()
 
-    def names_drug(self, concept: dict[str, Any]) -> bool:
+    def _remember(self, key: bytes, value: int | bool) -> None:
+        self.data[key] = value
+        if len(self.data) > _MEMO_SIZE:
+            self.data.popitem(last=False)
+
+    def ordered(self, concept: dict[str, Any]) -> int:
         try:
-            key = orjson.dumps(concept)
+            key = b"o" + orjson.dumps(concept)
         except orjson.JSONEncodeError:  # nested beyond what can be serialised: the full path answers 400
-            return True
+            return _DECISIVE
         known = self.data.get(key)
         if known is None:
             order = extract_orders({"resourceType": "MedicationRequest", "medicationCodeableConcept": concept}, None)[0]
-            known = bool(needs_fetch([order]) or _drugs(self.knowledge, order))
-            self.data[key] = known
-            if len(self.data) > _MEMO_SIZE:
-                self.data.popitem(last=False)
+            if needs_fetch([order]) or recognise(self.knowledge, order):
+                known = _DECISIVE
+            else:
+                known = _PERPETRATOR if perpetrators_in_order(self.knowledge, order) else _NONE
+            self._remember(key, known)
         return known
+
+    def takes_guideline_drug(self, med: dict[str, Any]) -> bool:
+        parts = [med.get("medicationCodeableConcept"), med.get("code"), med.get("medicationReference")]
+        try:
+            key = b"m" + orjson.dumps(parts)
+        except (orjson.JSONEncodeError, TypeError):
+            return True
+        known = self.data.get(key)
+        if known is None:
+            known = bool(medication_request_drugs(self.knowledge.drug_index, {"medicationCodeableConcept": parts[0],
+                                                                                "code": parts[1],
+                                                                                "medicationReference": parts[2]}))
+            self._remember(key, known)
+        return bool(known)
 
 
 _MEMOS: OrderedDict[int, _ConceptMemo] = OrderedDict()  # id(knowledge) -> its memo (a few knowledges per process)
@@ -110,12 +137,15 @@ def _memo(knowledge: Knowledge) -> _ConceptMemo:
     return memo
 
 
-def names_no_drug(knowledge: Knowledge, draft_orders: Any, selections: Any) -> bool:
-    """True when it is certain, from the raw draft orders, that no selected order (every order when
-    `selections` is None) names a drug the knowledge recognises or needs a FHIR read to name one: the
-    same conclusion as `plan_draft_orders(...).no_cards`, without building the orders. False when it may
-    be otherwise, or when the input is not the common shape (a Bundle of MedicationRequests with a
-    medicationCodeableConcept each): the full plan decides then."""
+def names_no_drug(knowledge: Knowledge, draft_orders: Any, selections: Any, prefetch: Any = None) -> bool:
+    """True when it is certain, from the raw request, that no card applies: no selected order (every order
+    when `selections` is None) names a drug with a guideline or needs a FHIR read to name its drug, and
+    where one names only a phenoconverting drug, the `medications` prefetch (the patient's current
+    medications: a Bundle of one page) names no drug with a guideline either, so there is no advice for
+    it to change. The same conclusion as the full plan and evaluation, without building the orders or
+    reading the rest of the prefetch. False when it may be otherwise, or when the input is not the
+    common shape (a Bundle of MedicationRequests with a medicationCodeableConcept each): the full path
+    decides then."""
     if not isinstance(draft_orders, dict) or (draft_orders.get("resourceType") != "Bundle" and "entry" not in draft_orders):
         return False
     entries = draft_orders.get("entry")
@@ -127,6 +157,7 @@ def names_no_drug(knowledge: Knowledge, draft_orders: Any, selections: Any) -> b
             return False
         wanted = {s.strip() for s in selections if isinstance(s, str)}
     memo = _memo(knowledge)
+    perpetrator = False
     for item in entries:
         if not isinstance(item, dict):
             continue
@@ -138,7 +169,29 @@ def names_no_drug(knowledge: Knowledge, draft_orders: Any, selections: Any) -> b
         if "medicationReference" in res:
             return False
         concept = res.get("medicationCodeableConcept")
-        if not isinstance(concept, dict) or memo.names_drug(concept):
+        if not isinstance(concept, dict):
+            return False
+        kind = memo.ordered(concept)
+        if kind == _DECISIVE:
+            return False
+        perpetrator = perpetrator or kind == _PERPETRATOR
+    return not perpetrator or _takes_no_guideline_drug(memo, prefetch)
+
+
+def _takes_no_guideline_drug(memo: _ConceptMemo, prefetch: Any) -> bool:
+    """The `medications` prefetch is there, complete (one page) and names no drug with a guideline (as
+    service/pgx/phenoconversion.reverse reads the patient's medications). Anything else: not certain."""
+    meds = prefetch.get("medications") if isinstance(prefetch, dict) else None
+    if not isinstance(meds, dict) or meds.get("resourceType") != "Bundle" or meds.get("link"):
+        return False
+    entries = meds.get("entry", [])
+    if not isinstance(entries, list):
+        return False
+    for item in entries:
+        res = item.get("resource") if isinstance(item, dict) else None
+        if res is None:
+            continue
+        if not isinstance(res, dict) or "contained" in res or memo.takes_guideline_drug(res):
             return False
     return True
 

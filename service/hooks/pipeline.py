@@ -431,7 +431,8 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
 
     draft_plan = None
     if hook in ORDER_HOOKS:  # most orders: no drug with a guideline, known before the prefetch is touched
-        draft_plan = plan_draft_orders(deps.knowledge, ctx.draftOrders, ctx.selections if hook == "order-select" else None)
+        draft_plan = plan_draft_orders(deps.knowledge, ctx.draftOrders, ctx.selections if hook == "order-select" else None,
+                                       req.prefetch)
         if draft_plan.no_cards:
             return Outcome()
 

@@ -110,7 +110,7 @@ def _orders_name_no_drug(hook: str, raw: Any, knowledge) -> bool:
     selections = ctx.get("selections") if hook == "order-select" else None
     if hook == "order-select" and not selections:
         return False
-    return names_no_drug(knowledge, ctx.get("draftOrders"), selections)
+    return names_no_drug(knowledge, ctx.get("draftOrders"), selections, raw.get("prefetch"))
 
 
 async def get_discovery(request: Request) -> Response:

@@ -100,3 +100,90 @@ def test_a_deep_body_naming_a_cpic_drug_is_still_a_400_and_one_naming_none_is_an
     assert r.status_code == 200 and r.json() == {"cards": []}
     deep_concept = rq.order_select(orders=[_mr(medicationCodeableConcept={"text": "x", "extension": _nest(300)})])
     assert _post_raw(client, SELECT, deep_concept).status_code == 400  # in the part read: refused
+
+
+# ------------------------------------------------------------- an order for a phenoconverting drug only
+
+from tests.hooks.test_phenoconversion_hooks import CODEINE, CYP2D6_NM, active, with_meds  # noqa: E402
+
+BUPROPION = rq.med_request("draft-bup", "42347", "bupropion", dose=150)  # strong CYP2D6 inhibitor, no guideline
+CPIC_MEDS = [active("m-codeine", "2670", "codeine"), active("m-tamox", "10324", "tamoxifen")]
+OTHER_MEDS = [active("m-apap", "161", "acetaminophen"), active("m-lis", "29046", "lisinopril")]
+
+
+def _sign(orders, meds):
+    body = rq.order_sign(obs=[rq.genotype("obs-2d6", "CYP2D6", "HGNC:2625", "*1/*1")], orders=orders)
+    if meds is None:
+        body["prefetch"].pop("medications", None)
+        return body
+    return with_meds(body, *meds)
+
+
+def _full_cards(client, monkeypatch, body) -> list:
+    """The answer with the early decision switched off (the full plan and evaluation)."""
+    import service.hooks.order_plan as op
+
+    with monkeypatch.context() as m:
+        m.setattr(op, "names_no_drug", lambda *a, **kw: False)
+        import service.hooks.router as router
+
+        m.setattr(router, "names_no_drug", lambda *a, **kw: False)
+        r = client.post("/cds-services/pgx-order-sign", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()["cards"]
+
+
+@pytest.mark.parametrize("orders", [[FLUOXETINE], [BUPROPION], [FLUOXETINE, rq.ACETAMINOPHEN]])
+def test_a_perpetrator_for_a_patient_taking_no_guideline_drug_is_decided_early(client, monkeypatch, orders):
+    body = _sign(orders, OTHER_MEDS)
+    assert names_no_drug(K, body["context"]["draftOrders"], None, body["prefetch"])
+    assert _full_cards(client, monkeypatch, body) == []  # what the full path answers
+    assert client.post("/cds-services/pgx-order-sign", json=body).json() == {"cards": []}
+
+
+@pytest.mark.parametrize("meds", [CPIC_MEDS, CPIC_MEDS[:1], None], ids=["codeine+tamoxifen", "codeine", "not-prefetched"])
+def test_a_perpetrator_for_a_patient_who_may_take_a_guideline_drug_takes_the_full_path(meds):
+    body = _sign([BUPROPION], meds)
+    assert not names_no_drug(K, body["context"]["draftOrders"], None, body["prefetch"])
+    assert not names_no_drug(K, body["context"]["draftOrders"], None, None)  # no prefetch given
+
+
+def test_the_reverse_card_is_still_given(client):
+    """bupropion ordered for a CYP2D6 normal metabolizer on codeine: the reverse-direction card."""
+    body = _sign([BUPROPION], [active("m-codeine", "2670", "codeine")])
+    cards = client.post("/cds-services/pgx-order-sign", json=body).json()["cards"]
+    assert cards and any("codeine" in c["summary"].lower() for c in cards)
+
+
+@pytest.mark.parametrize("meds", [
+    {"resourceType": "Bundle", "entry": [], "link": [{"relation": "next", "url": "https://fhir/x?page=2"}]},
+    {"resourceType": "OperationOutcome"},
+    {"resourceType": "Bundle", "entry": [{"resource": {**OTHER_MEDS[0], "contained": [{"resourceType": "Medication"}]}}]},
+    {"resourceType": "Bundle", "entry": "x"},
+])
+def test_medications_not_plainly_readable_leave_it_undecided(meds):
+    body = _sign([BUPROPION], [])
+    body["prefetch"]["medications"] = meds
+    assert not names_no_drug(K, body["context"]["draftOrders"], None, body["prefetch"])
+
+
+def test_on_the_synthetic_population_every_early_answer_is_the_full_paths_answer(client, monkeypatch):
+    """Where the prefetch decides it (a phenoconverting order, current medications without a guideline
+    drug), the full path gives no card either."""
+    checked = 0
+    for hook, body in generate(K, 300, block=64, fhir_server="https://fhir.example/r4", seed=8):
+        ctx = body["context"]
+        selections = ctx.get("selections") if hook == "order-select" else None
+        if names_no_drug(K, ctx["draftOrders"], selections, body["prefetch"]) and \
+                not names_no_drug(K, ctx["draftOrders"], selections):
+            r = None
+            with monkeypatch.context() as m:
+                import service.hooks.order_plan as op
+                import service.hooks.router as router
+
+                m.setattr(op, "names_no_drug", lambda *a, **kw: False)
+                m.setattr(router, "names_no_drug", lambda *a, **kw: False)
+                r = client.post(f"/cds-services/pgx-{hook}", json=body)
+            assert r.status_code == 200 and r.json()["cards"] == [], r.text
+            checked += 1
+    assert checked > 10
