@@ -28,13 +28,14 @@ from bench.run import _ms
 ROOT = Path(__file__).resolve().parent.parent
 _TICK = os.sysconf("SC_CLK_TCK")
 
-# Each wrk thread formats only its own slice of the body file and sends it in order, starting where the
-# same thread slot stopped in the previous run of the same target (`offsets`, one number per thread); it
-# wraps around only when its slice is used up. At the end, the count each thread reached is printed
-# (`SENT <thread> <count>`), so the next run continues there and the bench can tell bodies sent from
-# distinct bodies sent.
+# Each wrk thread sends the bodies of its own file (`<path>-<thread>.txt`, whole blocks of patients, so
+# an order-sign follows its order-select) in order, starting where the same thread stopped in the
+# previous run of the same target (`offsets`, one number per thread); it wraps around only when its file
+# is used up. At the end, the count each thread reached is printed (`SENT <thread> <count>`), so the next
+# run continues there and the bench can tell bodies sent from distinct bodies sent. Bodies appended to
+# the files between runs keep every offset valid.
 _LUA = """
-local path, nthreads, nlines = "%(path)s", %(threads)d, %(lines)d
+local path = "%(path)s"
 local threads = {}
 function setup(thread)
   threads[#threads + 1] = thread
@@ -43,18 +44,11 @@ end
 function init(args)
   local offsets = {}
   for v in string.gmatch(args[1] or "", "[^,]+") do offsets[#offsets + 1] = tonumber(v) end
-  local lo = math.floor((tid - 1) * nlines / nthreads) + 1
-  local hi = math.floor(tid * nlines / nthreads)
   local headers = {["Content-Type"] = "application/json"}
   reqs = {}
-  local i = 0
-  for line in io.lines(path) do
-    i = i + 1
-    if i > hi then break end
-    if i >= lo then
-      local sid, body = line:match("^(%%S+) (.*)$")
-      reqs[#reqs + 1] = wrk.format("POST", wrk.path .. sid, headers, body)
-    end
+  for line in io.lines(path .. "-" .. tid .. ".txt") do
+    local sid, body = line:match("^(%%S+) (.*)$")
+    reqs[#reqs + 1] = wrk.format("POST", wrk.path .. sid, headers, body)
   end
   collectgarbage()
   sent = offsets[tid] or 0
@@ -93,9 +87,10 @@ class Target:
     def sent(self) -> int:
         return sum(self.offsets)
 
-    def distinct(self, lines: int, threads: int) -> int:
-        """Distinct bodies among those sent: a thread's slice repeats only once it is used up."""
-        return sum(min(o, (t + 1) * lines // threads - t * lines // threads) for t, o in enumerate(self.offsets))
+    def distinct(self, lines: list[int]) -> int:
+        """Distinct bodies among those sent: a thread's file (`lines[thread]` bodies) repeats only once it
+        is used up."""
+        return sum(min(o, n) for o, n in zip(self.offsets, lines))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -170,42 +165,64 @@ MAX_PATIENTS = 40_000
 
 
 class _BodyFile:
-    """The measured bodies, one line per request: the service id, a space, the body (the Lua script builds
-    the path from both). Patients are generated and written in chunks (tens of thousands of patients do not
-    fit in memory as dicts); only the first bodies are kept, for the card-share sample."""
+    """The bodies, one file per wrk thread (`<stem>-<thread>.txt`), one line per request: the service id, a
+    space, the body (the Lua script builds the path from both). Patients are generated and appended in
+    blocks, block i to thread i's file in turn (tens of thousands of patients do not fit in memory as
+    dicts); only the first bodies are kept, for the card-share sample."""
 
-    def __init__(self, path: Path, knowledge, *, block: int, fhir_server: str, seed: int, keep: int = 1000) -> None:
+    def __init__(self, stem: Path, knowledge, *, block: int, fhir_server: str, seed: int, threads: int = 2,
+                 keep: int = 1000) -> None:
         from bench.population import Generator
 
-        self.path, self.knowledge, self.block, self.fhir_server = path, knowledge, block, fhir_server
+        self.stem, self.knowledge, self.block, self.fhir_server = stem, knowledge, block, fhir_server
         self.gen = Generator(knowledge, seed=seed)
-        self.patients = self.lines = self.bytes = self.cpic = 0
+        self.patients = self.bytes = self.cpic = self.blocks = 0
+        self.lines = [0] * threads
         self.head: list[tuple[str, dict]] = []
         self.keep = keep
-        path.write_text("")
+        for t in range(threads):
+            self.file(t).write_text("")
+
+    def file(self, thread: int) -> Path:
+        return self.stem.with_name(f"{self.stem.name}-{thread + 1}.txt")
+
+    @property
+    def total(self) -> int:
+        return sum(self.lines)
 
     @property
     def mean_size(self) -> float:
-        return self.bytes / max(self.lines, 1)
+        return self.bytes / max(self.total, 1)
 
     def add(self, patients: int) -> None:
         from bench.population import generate
 
-        with self.path.open("a") as fh:
-            end = self.patients + patients
-            for first in range(self.patients, end, self.block):
-                seq = generate(self.knowledge, min(self.block, end - first), block=self.block,
-                               fhir_server=self.fhir_server, first=first, gen=self.gen)
+        end = self.patients + patients
+        for first in range(self.patients, end, self.block):
+            seq = generate(self.knowledge, min(self.block, end - first), block=self.block,
+                           fhir_server=self.fhir_server, first=first, gen=self.gen)
+            thread = self.blocks % len(self.lines)
+            with self.file(thread).open("a") as fh:
                 for h, b in seq:
                     body = json.dumps(b, separators=(",", ":"))
                     self.bytes += len(body)
                     fh.write(f"pgx-{h} {body}\n")
                     if h == "order-select" and _has_cpic(self.knowledge, b):
                         self.cpic += 1
-                if len(self.head) < self.keep:
-                    self.head += seq[: self.keep - len(self.head)]
-                self.lines += len(seq)
+            if len(self.head) < self.keep:
+                self.head += seq[: self.keep - len(self.head)]
+            self.lines[thread] += len(seq)
+            self.blocks += 1
         self.patients = end
+
+    def top_up(self, offsets: list[int], wanted: int) -> int:
+        """Add patients until every thread's file has `wanted` bodies beyond its offset (at most
+        MAX_PATIENTS in all); how many patients were added."""
+        before = self.patients
+        while self.patients < MAX_PATIENTS and any(
+                n - o < wanted for n, o in zip(self.lines, offsets or [0] * len(self.lines))):
+            self.add(min(self.block * len(self.lines), MAX_PATIENTS - self.patients))
+        return self.patients - before
 
 
 def run_mix(*, duration: int = 10, connections: int = 32, patients: int = 3000, rounds: int = 3,
@@ -226,17 +243,18 @@ def run_mix(*, duration: int = 10, connections: int = 32, patients: int = 3000, 
     # blocks of 8x connections: an order-sign is sent once its order-select has been answered
     block = 8 * connections
     tmp = Path(tempfile.mkdtemp(prefix="pgx-mix-"))
-    bodies = _BodyFile(tmp / "bodies.txt", knowledge, block=block, fhir_server=fhir_base, seed=seed)
+    bodies = _BodyFile(tmp / "bodies", knowledge, block=block, fhir_server=fhir_base, seed=seed, threads=threads)
     bodies.add(patients)
-    # the warm-up bodies are other patients (the measured file is not touched before the rounds)
-    warm = _BodyFile(tmp / "warm.txt", knowledge, block=block, fhir_server=fhir_base, seed=seed + 1, keep=300)
+    # the warm-up bodies are other patients (the measured files are not touched before the rounds)
+    warm = _BodyFile(tmp / "warm", knowledge, block=block, fhir_server=fhir_base, seed=seed + 1, threads=threads,
+                     keep=300)
     warm.add(1500)
-    print(f"generated {patients} patients, {bodies.lines} bodies (mean {bodies.mean_size / 1024:.1f} KiB) "
+    print(f"generated {patients} patients, {bodies.total} bodies (mean {bodies.mean_size / 1024:.1f} KiB) "
           f"in {time.monotonic() - t0:.1f} s", flush=True)
     script = tmp / "mix.lua"
-    script.write_text(_LUA % {"path": bodies.path, "threads": threads, "lines": bodies.lines})
+    script.write_text(_LUA % {"path": bodies.stem})
     warm_script = tmp / "warm.lua"
-    warm_script.write_text(_LUA % {"path": warm.path, "threads": threads, "lines": warm.lines})
+    warm_script.write_text(_LUA % {"path": warm.stem})
 
     procs: list = []
     redis = RedisProcess(port=free_port())
@@ -260,30 +278,30 @@ def run_mix(*, duration: int = 10, connections: int = 32, patients: int = 3000, 
                                      capture_output=True, text=True).stdout.strip()
             targets.append(Target("healthchain", f"http://127.0.0.1:{port}/cds-services/", peer.pid,
                                   f"HealthChain {version} CDSHooksService, one fixed card"))
-        warm_rps = 0.0
+        rate = 0.0  # pgx-cds's highest rate so far (warm-up, then each round)
         for t in targets:
             _post_all(t.url, [(h, json.dumps(b).encode()) for h, b in warm.head])
             # and a short run under load (not counted)
             run, _ = _wrk(t.url, warm_script, connections=connections, threads=threads, duration=3, offsets=[],
                           pid=t.pid, redis_pid=None)
             if t.name == "pgx-cds":
-                warm_rps = run.rps
-        # enough bodies that pgx-cds gets each at most once in the measured rounds (its warm-up rate, with
-        # a margin; the other targets are faster and go round the list: a repeated body costs them the same)
-        wanted = min(int(warm_rps * duration * rounds * 1.3 / 2) + 1, MAX_PATIENTS)
-        if wanted > bodies.patients:
-            t1 = time.monotonic()
-            bodies.add(wanted - bodies.patients)
-            script.write_text(_LUA % {"path": bodies.path, "threads": threads, "lines": bodies.lines})
-            print(f"generated more patients for pgx-cds's rate ({warm_rps:.0f} req/s in the warm-up): "
-                  f"{bodies.patients} patients, {bodies.lines} bodies (mean {bodies.mean_size / 1024:.1f} KiB) "
-                  f"in {time.monotonic() - t1:.1f} s", flush=True)
+                rate = run.rps
         for rnd in range(rounds):
             for t in (targets if rnd % 2 == 0 else list(reversed(targets))):
+                if t.name == "pgx-cds":
+                    # enough bodies that pgx-cds gets each at most once (its best rate so far, with a margin;
+                    # the other targets go round the files: a repeated body costs them the same)
+                    t1 = time.monotonic()
+                    added = bodies.top_up(t.offsets, int(rate * duration * 1.5 / threads) + 1)
+                    if added:
+                        print(f"  + {added} patients for pgx-cds's rate ({rate:.0f} req/s): {bodies.patients} "
+                              f"patients, {bodies.total} bodies in {time.monotonic() - t1:.1f} s", flush=True)
                 run, t.offsets = _wrk(t.url, script, connections=connections, threads=threads, duration=duration,
                                       offsets=t.offsets, pid=t.pid,
                                       redis_pid=redis.proc.pid if t.name == "pgx-cds" else None)
                 t.runs.append(run)
+                if t.name == "pgx-cds":
+                    rate = max(rate, run.rps)
                 print(f"  round {rnd + 1} {t.name:<12} {run.rps:8.0f} req/s  p99 {run.p99_ms:7.2f} ms  "
                       f"CPU {run.cpu_us:6.0f} us/req  errors {run.errors}", flush=True)
         # what the traffic looked like: cards in pgx-cds's answers to the first 1,000 bodies, in send order
@@ -304,7 +322,7 @@ def run_mix(*, duration: int = 10, connections: int = 32, patients: int = 3000, 
         tmp.rmdir()
     print_mix(targets, connections=connections, duration=duration, patients=bodies.patients,
               mean_size=bodies.mean_size, card_share=with_cards / len(answers),
-              cpic_share=bodies.cpic / bodies.patients, why_no_peer=why_not, lines=bodies.lines, threads=threads)
+              cpic_share=bodies.cpic / bodies.patients, why_no_peer=why_not, lines=bodies.lines)
     return 0
 
 
@@ -317,7 +335,7 @@ def _has_cpic(knowledge, body: dict) -> bool:
 
 
 def print_mix(targets: list[Target], *, connections: int, duration: int, patients: int, mean_size: float,
-              card_share: float, cpic_share: float, why_no_peer: str, lines: int = 0, threads: int = 2) -> None:
+              card_share: float, cpic_share: float, why_no_peer: str, lines: list[int] | None = None) -> None:
     bare = next(t for t in targets if t.name == "bare")
     rounds = len(bare.runs)
     print(f"\ndistinct-patient mix: {patients} patients, order-select then order-sign each, mean body "
@@ -338,7 +356,7 @@ def print_mix(targets: list[Target], *, connections: int, duration: int, patient
           "the other targets answer every body alike):")
     for t in targets:
         if t.offsets:
-            sent, distinct = t.sent(), t.distinct(lines, threads)
+            sent, distinct = t.sent(), t.distinct(lines or [])
             note = "" if sent == distinct else f"  ({sent - distinct} repeats)"
             print(f"  {t.name:<12} {sent:>8} sent, {distinct:>8} distinct{note}")
     if why_no_peer:
