@@ -292,7 +292,7 @@ def run_mix(*, duration: int = 10, connections: int = 32, patients: int = 3000, 
                     # enough bodies that pgx-cds gets each at most once (its best rate so far, with a margin;
                     # the other targets go round the files: a repeated body costs them the same)
                     t1 = time.monotonic()
-                    added = bodies.top_up(t.offsets, int(rate * duration * 1.5 / threads) + 1)
+                    added = bodies.top_up(t.offsets, int(rate * duration * 2 / threads) + 1)
                     if added:
                         print(f"  + {added} patients for pgx-cds's rate ({rate:.0f} req/s): {bodies.patients} "
                               f"patients, {bodies.total} bodies in {time.monotonic() - t1:.1f} s", flush=True)

@@ -14,6 +14,7 @@ so the handful of concepts real traffic orders are recognised once, not on every
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +57,7 @@ def plan_draft_orders(knowledge: Knowledge, draft_orders: dict[str, Any] | None,
                       selections: list[str] | None, prefetch: Any = None) -> DraftPlan:
     """`prefetch` (optional) lets an order for a phenoconverting drug without a guideline of its own be
     decided early too: see `names_no_drug`."""
-    if names_no_drug(knowledge, draft_orders, selections, prefetch):
+    if _decided(knowledge, draft_orders, selections, prefetch):
         return DraftPlan([], [], False)
     orders = extract_orders(draft_orders, selections)
     if needs_fetch(orders):
@@ -72,6 +73,36 @@ def _drugs(knowledge: Knowledge, order: DraftOrder) -> list:
 
 
 # ---------------------------------------------------------------------------------------- fast check
+
+# The router's early decision for the request being served, by the identity of what it was made from: the
+# pipeline's plan of the same request reuses it instead of deciding again (validation copies the dicts
+# around the draft orders' entry list and the medications Bundle, not those). Set only by
+# `decide_for_request`, read once by `plan_draft_orders`, per request (a context variable).
+_DECIDED: ContextVar[tuple | None] = ContextVar("pgx_cds_order_plan", default=None)
+
+
+def _identity(knowledge: Knowledge, draft_orders: Any, selections: Any, prefetch: Any) -> tuple:
+    return (knowledge, draft_orders.get("entry") if isinstance(draft_orders, dict) else None,
+            tuple(selections) if isinstance(selections, list) else selections,
+            prefetch.get("medications") if isinstance(prefetch, dict) else None)
+
+
+def decide_for_request(knowledge: Knowledge, draft_orders: Any, selections: Any, prefetch: Any) -> bool:
+    """`names_no_drug` for the request being served, remembered for its plan."""
+    answer = names_no_drug(knowledge, draft_orders, selections, prefetch)
+    _DECIDED.set((_identity(knowledge, draft_orders, selections, prefetch), answer))
+    return answer
+
+
+def _decided(knowledge: Knowledge, draft_orders: Any, selections: Any, prefetch: Any) -> bool:
+    earlier = _DECIDED.get()
+    if earlier is not None:
+        _DECIDED.set(None)
+        ident = _identity(knowledge, draft_orders, selections, prefetch)
+        if ident[1] is not None and all(a is b for a, b in zip(earlier[0][:2], ident[:2])) \
+                and earlier[0][2] == ident[2] and earlier[0][3] is ident[3]:
+            return earlier[1]
+    return names_no_drug(knowledge, draft_orders, selections, prefetch)
 
 _NONE, _PERPETRATOR, _DECISIVE = 0, 1, 2
 _MEMO_SIZE = 4096  # distinct drug concepts remembered per knowledge (real formularies order a few thousand)

@@ -16,7 +16,7 @@ from service.hooks.discovery import SERVICES
 from service.feedback.store import FeedbackUnavailable, batch_too_large
 from service.hooks.bodies import check_depth
 from service.hooks.errors import HookError
-from service.hooks.order_plan import ORDER_HOOKS, names_no_drug
+from service.hooks.order_plan import ORDER_HOOKS, decide_for_request
 from service.hooks.pipeline import run_hook
 from service.cdshooks.models import FeedbackRequest, HookRequest
 from service.observability import metrics
@@ -110,7 +110,7 @@ def _orders_name_no_drug(hook: str, raw: Any, knowledge) -> bool:
     selections = ctx.get("selections") if hook == "order-select" else None
     if hook == "order-select" and not selections:
         return False
-    return names_no_drug(knowledge, ctx.get("draftOrders"), selections, raw.get("prefetch"))
+    return decide_for_request(knowledge, ctx.get("draftOrders"), selections, raw.get("prefetch"))
 
 
 async def get_discovery(request: Request) -> Response:

@@ -127,7 +127,7 @@ def _full_cards(client, monkeypatch, body) -> list:
         m.setattr(op, "names_no_drug", lambda *a, **kw: False)
         import service.hooks.router as router
 
-        m.setattr(router, "names_no_drug", lambda *a, **kw: False)
+        m.setattr(router, "decide_for_request", lambda *a, **kw: False)
         r = client.post("/cds-services/pgx-order-sign", json=body)
     assert r.status_code == 200, r.text
     return r.json()["cards"]
@@ -182,8 +182,26 @@ def test_on_the_synthetic_population_every_early_answer_is_the_full_paths_answer
                 import service.hooks.router as router
 
                 m.setattr(op, "names_no_drug", lambda *a, **kw: False)
-                m.setattr(router, "names_no_drug", lambda *a, **kw: False)
+                m.setattr(router, "decide_for_request", lambda *a, **kw: False)
                 r = client.post(f"/cds-services/pgx-{hook}", json=body)
             assert r.status_code == 200 and r.json()["cards"] == [], r.text
             checked += 1
     assert checked > 10
+
+
+def test_the_routers_decision_is_reused_once_and_only_for_the_same_request(monkeypatch):
+    import service.hooks.order_plan as op
+
+    calls = []
+    real = op.names_no_drug
+    monkeypatch.setattr(op, "names_no_drug", lambda *a: calls.append(1) or real(*a))
+    none, cpic = rq.bundle(rq.ACETAMINOPHEN), rq.bundle(rq.CLOPIDOGREL)
+    assert op.decide_for_request(K, none, None, None) and len(calls) == 1
+    copied = {**none}  # validation copies the dict around the entry list
+    assert op.plan_draft_orders(K, copied, None).no_cards and len(calls) == 1  # reused
+    assert op.plan_draft_orders(K, copied, None).no_cards and len(calls) == 2  # once only
+    assert op.decide_for_request(K, none, None, None)
+    assert not op.plan_draft_orders(K, cpic, None).no_cards  # another request's orders: decided afresh
+    assert op.decide_for_request(K, none, ["MedicationRequest/draft-apap"], None)
+    assert op.plan_draft_orders(K, none, ["MedicationRequest/x"]).no_cards is names_no_drug(
+        K, none, ["MedicationRequest/x"])  # other selections: decided afresh
