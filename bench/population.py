@@ -251,14 +251,17 @@ class Generator:
 
 
 def generate(knowledge: Any, patients: int, *, block: int, fhir_server: str, seed: int = 14,
-             cpic_share: float = 0.2) -> list[tuple[str, dict]]:
+             cpic_share: float = 0.2, first: int = 0, gen: "Generator | None" = None) -> list[tuple[str, dict]]:
     """(hook, body) in send order: blocks of ``block`` patients' order-selects, then the same patients'
     order-signs (so each order-sign comes moments after its order-select has been answered, as in an EHR,
-    not concurrently with it)."""
-    gen = Generator(knowledge, seed=seed, cpic_share=cpic_share)
+    not concurrently with it). Patients are numbered from ``first`` (their ids carry the number): a later
+    call with ``first`` past the earlier ones (and the same ``gen``, or another seed) adds patients distinct
+    from them."""
+    gen = gen or Generator(knowledge, seed=seed if first == 0 else seed * 1_000_003 + first, cpic_share=cpic_share)
     out: list[tuple[str, dict]] = []
-    for start in range(0, patients, block):
-        pairs = [gen.patient(n, fhir_server) for n in range(start, min(start + block, patients))]
+    end = first + patients
+    for start in range(first, end, block):
+        pairs = [gen.patient(n, fhir_server) for n in range(start, min(start + block, end))]
         out += [("order-select", s) for s, _ in pairs]
         out += [("order-sign", s) for _, s in pairs]
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -34,9 +33,9 @@ def _settings():
 
 def _knowledge_dir() -> Path:
     """The knowledge directory without loading the whole configuration (fast start for lookups)."""
-    from service.config import REPO_ROOT
+    from service.config import REPO_ROOT, configured_knowledge_dir
 
-    return Path(os.environ.get("PGX_CDS_KNOWLEDGE_DIR", REPO_ROOT / "cards"))
+    return configured_knowledge_dir() or REPO_ROOT / "cards"
 
 
 def _is_loopback(host: str) -> bool:
@@ -57,9 +56,11 @@ def serve(
     """Run the service with uvicorn."""
     import uvicorn
 
+    from service.config import set_env
+
     for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
         if value is not None:
-            os.environ[f"PGX_CDS_{name}"] = str(value)
+            set_env(f"PGX_CDS_{name}", str(value))  # the worker processes build their settings from it
     s = _settings()
     if s.dev_mode and not _is_loopback(s.host):
         typer.echo(
@@ -76,7 +77,7 @@ def serve(
             err=True,
         )
     uvicorn.run(
-        "service.main:create_app",
+        "service.runtime:served_app",  # the app, then this worker's GC tuned for serving (service/runtime.py)
         factory=True,
         host=s.host,
         port=s.port,
@@ -110,7 +111,9 @@ def evaluate(request_file: Path = typer.Argument(..., help="a CDS Hooks request 
     if service is None:
         typer.echo(f"Bad request file: no service for hook '{req.hook}'", err=True)
         raise typer.Exit(2)
-    os.environ.setdefault("PGX_CDS_LOG_LEVEL", "error")
+    from service.config import set_env
+
+    set_env("PGX_CDS_LOG_LEVEL", "error", only_if_unset=True)
     application = create_app(_settings())
 
     async def _run():
@@ -148,7 +151,9 @@ def screen(
     from service.screen.run import ScreenRequest, parse_since
     from service.screen.run import screen as run_screen
 
-    os.environ.setdefault("PGX_CDS_LOG_LEVEL", "warning")
+    from service.config import set_env
+
+    set_env("PGX_CDS_LOG_LEVEL", "warning", only_if_unset=True)
     _settings()  # invalid configuration: a clear message and exit 2
     try:
         req = ScreenRequest(

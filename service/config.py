@@ -7,6 +7,7 @@ Invalid configuration stops start-up with a message naming the setting.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import tomllib
@@ -16,7 +17,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,59 @@ class PhenoconversionSettings(BaseModel):
     enabled: bool = True
     disabled_genes: list[str] = Field(default_factory=list)
     disabled_drugs: list[str] = Field(default_factory=list)  # perpetrator names, lower case
+
+
+#: Resource types the SMART app's page reads. Observation is required; the others degrade gracefully.
+DATA_RESOURCES = ("Patient", "Observation", "MedicationRequest", "Condition")
+
+
+class SmartSettings(BaseModel):
+    """The SMART on FHIR app: how it registers with an EHR's authorization server and keeps its sessions.
+    The `smart` section of Settings; environment variables `PGX_CDS_SMART_<FIELD>` (e.g.
+    `PGX_CDS_SMART_CLIENT_ID`; `PGX_CDS_SMART__CLIENT_ID` works too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = "pgx-cds"
+    client_secret: SecretStr | None = Field(
+        None, description="confidential client (client_secret_basic); public client with PKCE when unset"
+    )
+    scope_style: Literal["v2", "v1"] = Field(
+        "v2", description="v2: patient/Observation.rs; v1: patient/Observation.read (older EHRs)"
+    )
+    extra_scopes: str = Field(
+        "openid fhirUser online_access", description="added to the launch and data scopes"
+    )
+    redirect_path: str = Field("/callback", description="path under the app prefix the EHR redirects to")
+    session_ttl_s: int = Field(900, ge=60, le=86_400, description="idle lifetime of a session and its cookie")
+    session_max_s: int = Field(43_200, ge=60, description="absolute lifetime of a session")
+    launch_ttl_s: int = Field(600, ge=30, le=3600, description="time allowed between /launch and /callback")
+    cookie_name: str = "pgx_smart_sid"
+    cookie_secure: bool = True
+    cookie_samesite: Literal["lax", "strict", "none"] = Field(
+        "lax", description="'none' (with Secure) only when the EHR frames the app cross-site"
+    )
+    http_timeout_s: float = Field(5.0, gt=0, le=60, description="timeout for discovery and token calls")
+    fhir_budget_s: float = Field(8.0, gt=0, le=60, description="time budget for the page's FHIR reads")
+    allowed_fhir_servers: list[str] = Field(
+        default_factory=list, description="FHIR bases allowed as `iss` in addition to the issuers' fhir_servers"
+    )
+    default_iss: str | None = Field(None, description="FHIR base used by a standalone launch without ?iss=")
+
+    def data_scopes(self) -> list[str]:
+        suffix = ".rs" if self.scope_style == "v2" else ".read"
+        return [f"patient/{r}{suffix}" for r in DATA_RESOURCES]
+
+    def scope_for(self, *, ehr_launch: bool) -> str:
+        """The scope string for the authorization request (EHR launch or standalone)."""
+        launch = "launch" if ehr_launch else "launch/patient"
+        parts = [launch, *self.data_scopes(), *self.extra_scopes.split()]
+        seen: list[str] = []
+        for p in parts:
+            if p and p not in seen:
+                seen.append(p)
+        return " ".join(seen)
+
 
 
 class Settings(BaseSettings):
@@ -125,6 +179,11 @@ class Settings(BaseSettings):
     smart_app_path: str = "/app"
     otlp_endpoint: str | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    smart: SmartSettings = Field(default_factory=SmartSettings, description="the SMART on FHIR app")
+    hook_fast_path: bool = Field(
+        True, description="hook calls skip the router, CORS and exception middleware (service/hooks/fastpath.py); "
+        "same answers either way"
+    )
 
     @field_validator("knowledge_dir")
     @classmethod
@@ -172,7 +231,33 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSource(settings_cls), file_secret_settings)
+        return (init_settings, env_settings, _SmartEnvSource(settings_cls), _FileSource(settings_cls),
+                file_secret_settings)
+
+
+class _SmartEnvSource(PydanticBaseSettingsSource):
+    """The SMART section from `PGX_CDS_SMART_<FIELD>` (the names it had as a settings model of its own);
+    `PGX_CDS_SMART__<FIELD>` (the nested form) is read by the environment source and wins."""
+
+    _PREFIX = "PGX_CDS_SMART_"
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(self._PREFIX)}
+        out: dict[str, Any] = {}
+        for name, info in SmartSettings.model_fields.items():
+            raw = env.get(self._PREFIX + name.upper())
+            if raw is None:
+                continue
+            if getattr(info.annotation, "__origin__", None) is list:  # a JSON list, as pydantic-settings reads one
+                try:
+                    raw = json.loads(raw)
+                except ValueError:
+                    raise ValueError(f"{self._PREFIX}{name.upper()} must be a JSON list") from None
+            out[name] = raw
+        return {"smart": out} if out else {}
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -206,6 +291,31 @@ def _check_production_issuers(s: "Settings") -> None:
         for url in [*([str(i.jwks_url)] if i.jwks_url else []), *i.jku_allowlist]:
             if urlsplit(url).scheme != "https":
                 raise ValueError(f"issuer {i.iss}: JWKS URL {url} must use https in the production profile")
+
+
+# The process environment is read (and written) here only. Code that runs without a Settings object (the
+# FHIR reader's code tables, the phenotype lookup's gene files, the CLI's fast lookups) asks these.
+
+
+def configured_knowledge_dir() -> Path | None:
+    """`PGX_CDS_KNOWLEDGE_DIR` as given (not validated), or None."""
+    value = os.environ.get("PGX_CDS_KNOWLEDGE_DIR")
+    return Path(value) if value else None
+
+
+def configured_fhir_profiles_dir() -> Path | None:
+    """`PGX_CDS_FHIR_PROFILES_DIR` as given, or None."""
+    value = os.environ.get("PGX_CDS_FHIR_PROFILES_DIR")
+    return Path(value) if value else None
+
+
+def set_env(name: str, value: str, *, only_if_unset: bool = False) -> None:
+    """Put a value into the process environment for code that starts later or elsewhere (uvicorn worker
+    processes build their Settings from it; Spark's Python workers read PYSPARK_PYTHON)."""
+    if only_if_unset:
+        os.environ.setdefault(name, value)
+    else:
+        os.environ[name] = value
 
 
 @lru_cache(maxsize=1)

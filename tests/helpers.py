@@ -97,7 +97,7 @@ class ServiceProcess:
         env = {**os.environ, **self.env, "PGX_CDS_PORT": str(self.port), "PGX_CDS_HOST": "127.0.0.1"}
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "service.runtime:served_app", "--factory", "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(self.workers), "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )

@@ -66,3 +66,42 @@ def test_cpu_seconds_reads_this_process():
     import os
 
     assert cpu_seconds(os.getpid()) > 0
+
+
+def test_more_patients_added_later_are_distinct_from_the_first(tmp_path):
+    """The mix adds patients before a pgx-cds round when it would otherwise reach the end of its bodies:
+    every body stays distinct (patient, hookInstance), each thread's file keeps order-select before
+    order-sign, and what a thread had sent stays valid (bodies are only appended)."""
+    import json
+
+    from bench.mix import _BodyFile
+
+    k = load_knowledge(REPO_ROOT / "cards")
+    f = _BodyFile(tmp_path / "b", k, block=16, fhir_server="https://fhir.bench.example/r4", seed=3, threads=2, keep=10)
+    f.add(40)
+    first = [(tmp_path / f"b-{t}.txt").read_text() for t in (1, 2)]
+    assert f.top_up([30, 10], 40) > 0  # thread 1 had sent 30 of its bodies: both get >= 40 more
+    files = [(tmp_path / f"b-{t}.txt").read_text() for t in (1, 2)]
+    assert all(now.startswith(before) for now, before in zip(files, first))
+    assert [len(x.splitlines()) for x in files] == f.lines and f.lines[0] - 30 >= 40 and f.lines[1] - 10 >= 40
+    bodies = [json.loads(line.split(" ", 1)[1]) for x in files for line in x.splitlines()]
+    assert len({b["hookInstance"] for b in bodies}) == len(bodies) == f.total == 2 * f.patients
+    assert len({b["context"]["patientId"] for b in bodies}) == f.patients and len(f.head) == 10
+    for x in files:
+        seen = set()
+        for line in x.splitlines():
+            sid, body = line.split(" ", 1)
+            pid = json.loads(body)["context"]["patientId"]
+            if sid == "pgx-order-select":
+                seen.add(pid)
+            else:
+                assert pid in seen
+    assert 0 < f.cpic < f.patients
+
+
+def test_sent_vs_distinct_counts_a_threads_file_once():
+    from bench.mix import Target
+
+    t = Target("x", "u", 0, "")
+    t.offsets = [40, 70]  # two threads with files of 50 and 51 bodies
+    assert t.sent() == 110 and t.distinct([50, 51]) == 40 + 51

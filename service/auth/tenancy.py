@@ -44,6 +44,16 @@ def caller_id(principal: Principal | None) -> str:
     return f"iss={principal.iss.rstrip('/')}\x00tenant={tenant}"
 
 
+def card_owner(principal: Principal | None) -> str | None:
+    """Who a card was shown to, as its card uuid -> rule record names it: None in dev mode (one trusted
+    party), else a short hash of the caller (issuer and tenant). Feedback is attributed to a rule only
+    through a record of the caller that sends it, so one tenant cannot attribute feedback to another
+    tenant's card."""
+    if principal is None:
+        return None
+    return hashlib.sha256(caller_id(principal).encode()).hexdigest()[:16]
+
+
 def patient_scope(
     salt: str, principal: Principal | None, validated_server: str | None, sent_server: str | None, patient_id: str
 ) -> PatientScope:

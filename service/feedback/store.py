@@ -68,6 +68,13 @@ def card_rule_bucket(day: date | None = None) -> str:
     return f"cardrules:{(day or datetime.now(timezone.utc).date()).isoformat()}"
 
 
+def card_rule_field(owner: str | None, card_uuid: str) -> str:
+    """The field of a card uuid -> rule record: the card uuid, prefixed by its owner (the caller it was shown
+    to, service/auth/tenancy.card_owner; none in dev mode). Feedback looks a card up only under its own
+    caller's prefix, so no caller can attribute feedback to another tenant's card."""
+    return card_uuid if owner is None else f"{owner}.{card_uuid}"
+
+
 def card_rule_buckets() -> list[str]:
     today = datetime.now(timezone.utc).date()
     return [card_rule_bucket(today - timedelta(days=d)) for d in range(CARD_RULE_DAYS)]
@@ -106,8 +113,11 @@ class FeedbackStore:
 
     # ------------------------------------------------------------------------------------------ store
 
-    async def store(self, service_id: str, fb: FeedbackRequest, *, issuer: str | None) -> int:
-        """Store a batch; returns how many items were new (a repeated item is not stored again)."""
+    async def store(self, service_id: str, fb: FeedbackRequest, *, issuer: str | None,
+                    owner: str | None = None) -> int:
+        """Store a batch; returns how many items were new (a repeated item is not stored again). `owner`
+        is the caller (service/auth/tenancy.card_owner): a card's rule is found only among the records of
+        cards shown to that caller."""
         now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
         batch: dict[str, dict[str, Any]] = {}  # ident -> record (an item repeated inside the batch: once)
         for item in fb.feedback:
@@ -127,17 +137,18 @@ class FeedbackStore:
                 record["issuer"] = issuer
             batch.setdefault(_ident(service_id, item, accepted), record)
         if not isinstance(self._kv, RedisKV):
-            return await self._store_local(batch)
+            return await self._store_local(batch, owner)
         if self._spool_size():
             await self.drain()  # older spooled items first (and Redis may be back)
-        return await self._store_redis(batch)
+        return await self._store_redis(batch, owner)
 
-    async def _store_local(self, batch: dict[str, dict[str, Any]]) -> int:
+    async def _store_local(self, batch: dict[str, dict[str, Any]], owner: str | None) -> int:
         stored = 0
         for ident, record in batch.items():
             card = record["card"]
-            raw = await self._kv.hget_first(card_rule_buckets(), card) if card else None
-            record["rule"] = self._local_rule(card) or (raw.decode() if raw else None)
+            field = card_rule_field(owner, card) if card else None
+            raw = await self._kv.hget_first(card_rule_buckets(), field) if field else None
+            record["rule"] = self._local_rule(field) or (raw.decode() if raw else None)
             if await self._kv.set_nx(f"fbseen:{ident}", b"1", _DEDUPE_TTL) is False:
                 continue
             self._append(self._file, [_dumps(record)])
@@ -145,11 +156,11 @@ class FeedbackStore:
             stored += 1
         return stored
 
-    async def _store_redis(self, batch: dict[str, dict[str, Any]]) -> int:
-        rules, complete = await self._rules([r["card"] for r in batch.values()])
+    async def _store_redis(self, batch: dict[str, dict[str, Any]], owner: str | None) -> int:
+        rules, complete = await self._rules([card_rule_field(owner, r["card"]) for r in batch.values() if r["card"]])
         for record in batch.values():
             card = record["card"]
-            record["rule"] = rules.get(card) if card else None
+            record["rule"] = rules.get(card_rule_field(owner, card)) if card else None
             if card and not complete and record["rule"] is None:
                 record["rule"] = _UNRESOLVED
         if complete:
@@ -166,19 +177,19 @@ class FeedbackStore:
             log.error("feedback_spool_full", bytes=self._spool_size())
             raise FeedbackUnavailable("Feedback cannot be stored now (storage unavailable); retry later")
         fresh = {i: r for i, r in batch.items() if i not in self._spooled}
-        self._append(self._spool, [_dumps({"id": i, "record": r}) for i, r in fresh.items()])
+        self._append(self._spool, [_dumps({"id": i, "record": r, "owner": owner}) for i, r in fresh.items()])
         self._spooled.update(fresh)
         log.warning("feedback_spooled_redis_unavailable", items=len(fresh))
         self._drain_later()
         return len(fresh)
 
-    def _local_rule(self, card: str | None) -> str | None:
-        raw = self._card_rules.get(card) if card and self._card_rules is not None else None
+    def _local_rule(self, field: str | None) -> str | None:
+        raw = self._card_rules.get(field) if field and self._card_rules is not None else None
         return raw.decode() if raw else None
 
     async def _rules(self, cards: list[str | None]) -> tuple[dict[str, str], bool]:
-        """(rule id per card, whether every card could be looked up): records this process has not
-        written yet, then Redis (one HMGET per daily hash, one round trip)."""
+        """(rule id per record field (card_rule_field), whether every one could be looked up): records
+        this process has not written yet, then Redis (one HMGET per daily hash, one round trip)."""
         found = {c: r for c in cards if c and (r := self._local_rule(c))}
         wanted = sorted({c for c in cards if c and c not in found})
         if wanted:
@@ -251,20 +262,22 @@ class FeedbackStore:
                 fcntl.flock(fh, fcntl.LOCK_SH)
                 taken = fh.read()
             entries = []
+            owners: dict[str, str | None] = {}  # ident -> the caller that sent the item
             for line in taken.splitlines():
                 try:
                     entry = json.loads(line)
                     entries.append((entry["id"], entry["record"]))
+                    owners[entry["id"]] = entry.get("owner")
                 except (ValueError, KeyError, TypeError):
                     log.error("feedback_spool_line_unreadable")  # a torn write: nothing to store
             batch = dict(entries)
-            unresolved = [r["card"] for r in batch.values() if r.get("rule") == _UNRESOLVED]
-            rules, complete = await self._rules(unresolved) if unresolved else ({}, True)
+            unresolved = {i: card_rule_field(owners.get(i), r["card"]) for i, r in batch.items()
+                          if r.get("rule") == _UNRESOLVED}
+            rules, complete = await self._rules(list(unresolved.values())) if unresolved else ({}, True)
             if not complete:
                 return False
-            for record in batch.values():
-                if record.get("rule") == _UNRESOLVED:
-                    record["rule"] = rules.get(record["card"])
+            for ident, field in unresolved.items():
+                batch[ident]["rule"] = rules.get(field)
             results = await self._write(batch)
             if results is None:
                 return False

@@ -12,7 +12,6 @@ never a silent drop and never "Normal". Codes and the HGNC table live in ``fhir_
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from service.config import REPO_ROOT
+from service.config import REPO_ROOT, configured_fhir_profiles_dir, configured_knowledge_dir
 from service.fhir.models import PatientData
 from service.fhir.patient_data import REF_KEY, observation_time
 from service.pgx.diplotype import clean_result_text, strip_gene
@@ -34,12 +33,12 @@ def codes_file() -> Path:
     """Where ``codes.yaml`` is: ``$PGX_CDS_FHIR_PROFILES_DIR``, else ``fhir_profiles/`` beside the knowledge
     directory (``$PGX_CDS_KNOWLEDGE_DIR``, as in the container image: /app/cards and /app/fhir_profiles),
     else the source checkout's ``fhir_profiles/``."""
-    explicit = os.environ.get("PGX_CDS_FHIR_PROFILES_DIR")
+    explicit = configured_fhir_profiles_dir()
     if explicit:
-        return Path(explicit) / "codes.yaml"
-    knowledge = os.environ.get("PGX_CDS_KNOWLEDGE_DIR")
-    if knowledge and (Path(knowledge).parent / "fhir_profiles" / "codes.yaml").is_file():
-        return Path(knowledge).parent / "fhir_profiles" / "codes.yaml"
+        return explicit / "codes.yaml"
+    knowledge = configured_knowledge_dir()
+    if knowledge and (knowledge.parent / "fhir_profiles" / "codes.yaml").is_file():
+        return knowledge.parent / "fhir_profiles" / "codes.yaml"
     return REPO_ROOT / "fhir_profiles" / "codes.yaml"
 
 _USED = frozenset({"final", "amended", "corrected"})

@@ -30,14 +30,14 @@ import orjson
 import structlog
 
 from service.auth.jwt import Principal
-from service.auth.tenancy import RefusedServerLog, patient_scope
+from service.auth.tenancy import RefusedServerLog, card_owner, patient_scope
 from service.cache.store import KV, WriteBehind
 from service.cards.builder import CardTemplate, card_rank
 from service.cards.patient_view import patient_view_templates
 from service.cdshooks.models import CdsResponse, HookRequest
 from service.config import Settings
 from service.evaluate import needed_genes, run_clinical
-from service.feedback.store import CARD_RULE_DAYS, card_rule_bucket
+from service.feedback.store import CARD_RULE_DAYS, card_rule_bucket, card_rule_field
 from service.fhir.client import FhirClient, validate_fhir_server
 from service.fhir.models import DraftOrder
 from service.fhir.orders import extract_orders
@@ -112,7 +112,7 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     plan = None
     if hook in ORDER_HOOKS:  # most orders: no drug with a guideline, known before the prefetch is touched
         plan = plan_draft_orders(deps.knowledge, req.context.draftOrders,
-                                 req.context.selections if hook == "order-select" else None)
+                                 req.context.selections if hook == "order-select" else None, req.prefetch)
         if plan.no_cards:
             return Outcome()
     scope = patient_scope(deps.settings.log_salt, principal, fhir_server, req.fhirServer, req.context.patientId)
@@ -128,7 +128,8 @@ async def run_hook(service: ServiceDef, req: HookRequest, deps: Deps, principal:
     groups = _card_templates(hook, req, deps, loaded, drug_orders, genes, plan, reusable=not fetched_orders)
     templates = sorted((t for g in groups for t in g.templates), key=card_rank)  # most severe first (stable)
     bound = [(t, t.bind(req.hookInstance)) for t in templates]
-    cards = await _dedupe_and_remember(bound, hook, deps, scope.key, groups) if bound else bound
+    cards = await _dedupe_and_remember(bound, hook, deps, scope.key, groups,
+                                       card_owner(principal)) if bound else bound
     for t, _ in cards:
         metrics.child(metrics.CARDS, t.indicator, t.rule_id).inc()
     return Outcome(body=orjson.dumps({"cards": [data for _, data in cards]}),
@@ -304,7 +305,8 @@ def _app_url(s: Settings) -> str | None:
 
 
 async def _dedupe_and_remember(
-    cards: list[tuple[CardTemplate, dict]], hook: str, deps: Deps, pkey: str, groups: list[_OrderCards]
+    cards: list[tuple[CardTemplate, dict]], hook: str, deps: Deps, pkey: str, groups: list[_OrderCards],
+    owner: str | None = None,
 ) -> list[tuple[CardTemplate, dict]]:
     """Order-select remembers what it showed; order-sign drops cards shown already with the same content.
     Also records card uuid -> rule id, so feedback (which names only the card) is counted per rule; those
@@ -327,5 +329,5 @@ async def _dedupe_and_remember(
                if await deps.kv.get(f"dedupe:{pkey}:{t.order_ref}:{t.rule_id}") != t.content_hash]
     for t, data in out:
         if t.rule_id:
-            deps.card_rules.add(data["uuid"], t.rule_id.encode())
+            deps.card_rules.add(card_rule_field(owner, data["uuid"]), t.rule_id.encode())  # feedback: its caller's only
     return out

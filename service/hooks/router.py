@@ -11,10 +11,12 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from service.auth.jwt import MAX_TOKEN_BYTES, AuthError, Principal
+from service.auth.tenancy import card_owner
 from service.hooks.discovery import SERVICES
 from service.feedback.store import FeedbackUnavailable, batch_too_large
 from service.hooks.bodies import check_depth
-from service.hooks.errors import HookError, hook_error_response
+from service.hooks.errors import HookError
+from service.hooks.order_plan import ORDER_HOOKS, decide_for_request
 from service.hooks.pipeline import run_hook
 from service.cdshooks.models import FeedbackRequest, HookRequest
 from service.observability import metrics
@@ -91,10 +93,24 @@ async def _json_body(request: Request) -> Any:
         if len(body) > limit:
             raise HookError(413, f"Request body larger than {limit} bytes", code="too-costly")
     try:
-        parsed = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise HookError(400, "Request body is not valid JSON", code="structure") from None
-    return check_depth(parsed)
+
+
+def _orders_name_no_drug(hook: str, raw: Any, knowledge) -> bool:
+    """An order hook whose draft orders certainly name no drug the knowledge knows: answered with no cards
+    before the prefetch is read or serialised (the pipeline concludes the same from the same memo), so
+    the body's nesting depth is not checked (nothing of it is serialised)."""
+    if hook not in ORDER_HOOKS or not isinstance(raw, dict):
+        return False
+    ctx = raw.get("context")
+    if not isinstance(ctx, dict):
+        return False
+    selections = ctx.get("selections") if hook == "order-select" else None
+    if hook == "order-select" and not selections:
+        return False
+    return decide_for_request(knowledge, ctx.get("draftOrders"), selections, raw.get("prefetch"))
 
 
 async def get_discovery(request: Request) -> Response:
@@ -121,6 +137,8 @@ async def call_service(request: Request) -> Response:
     if service is None:
         raise _unknown_service(service_id)
     raw = await _json_body(request)
+    if not _orders_name_no_drug(service.hook, raw, request.app.state.knowledge):
+        check_depth(raw)  # the request will be serialised (keys, digests): refuse what cannot be
     if not isinstance(raw, dict):
         raise HookError(400, "Request body must be a JSON object", code="structure")
     for required in ("hook", "hookInstance", "context"):
@@ -157,7 +175,7 @@ async def post_feedback(request: Request) -> Response:
     principal = await authenticate(request)  # first: service ids cannot be probed without a token
     if service_id not in SERVICES:
         raise _unknown_service(service_id)
-    raw = await _json_body(request)
+    raw = check_depth(await _json_body(request))
     if too_large := batch_too_large(raw):
         raise HookError(413, too_large, code="too-costly")
     try:
@@ -165,7 +183,8 @@ async def post_feedback(request: Request) -> Response:
     except ValidationError as exc:
         raise HookError(400, "Invalid feedback: " + _field_errors(exc), code="structure") from None
     try:
-        stored = await request.app.state.feedback.store(service_id, fb, issuer=principal.iss if principal else None)
+        stored = await request.app.state.feedback.store(service_id, fb, issuer=principal.iss if principal else None,
+                                                        owner=card_owner(principal))
     except FeedbackUnavailable as exc:
         raise HookError(503, str(exc), code="transient") from None
     bind_request(event_kind="feedback_stored", feedback_items=stored)
@@ -177,40 +196,3 @@ async def post_feedback(request: Request) -> Response:
 router.add_route("/cds-services", get_discovery, methods=["GET"], include_in_schema=False)
 router.add_route("/cds-services/{service_id}", call_service, methods=["POST"], include_in_schema=False)
 router.add_route("/cds-services/{service_id}/feedback", post_feedback, methods=["POST"], include_in_schema=False)
-
-
-def route_path(scope) -> str:
-    """The path the app routes on: without the `root_path` prefix a proxy-aware server (uvicorn
-    --root-path) puts in front of it."""
-    path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
-
-
-class HookFastPath:
-    """ASGI middleware: a service call (POST /cds-services/{id}) goes straight to `call_service`, skipping
-    the router, the request/response wrapper, CORS and the exception middleware, which together cost
-    as much CPU as the hook evaluation itself (measured with py-spy under the benchmark load).
-
-    Behaviour is the same as through the full stack (the tests call both ways): HookError becomes the
-    same OperationOutcome; anything else propagates to the outer middleware, which answers 500. A
-    request carrying an Origin header (a browser: the CDS Hooks sandbox) takes the full stack, so CORS
-    is applied exactly as configured."""
-
-    _PREFIX = "/cds-services/"
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and route_path(scope).startswith(self._PREFIX):
-            service_id = route_path(scope)[len(self._PREFIX):]
-            if service_id and "/" not in service_id and not any(k == b"origin" for k, _ in scope["headers"]):
-                scope["path_params"] = {"service_id": service_id}
-                request = Request(scope, receive)
-                try:
-                    response = await call_service(request)
-                except HookError as exc:
-                    response = hook_error_response(exc)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

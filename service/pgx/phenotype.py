@@ -17,7 +17,6 @@ All lookups are dictionary reads on tables built when the gene files are loaded.
 
 from __future__ import annotations
 
-import os
 import re
 from functools import lru_cache
 from decimal import Decimal
@@ -54,9 +53,11 @@ _DEFAULT_GENES_DIR = Path(__file__).resolve().parents[2] / "cards" / "genes"
 def _default_genes_dir() -> Path:
     """The gene files used when a caller passes no definition (the FHIR reader): the configured
     knowledge directory (``$PGX_CDS_KNOWLEDGE_DIR``), else the source checkout's ``cards/genes``."""
-    configured = os.environ.get("PGX_CDS_KNOWLEDGE_DIR")
-    if configured and (Path(configured) / "genes").is_dir():
-        return Path(configured) / "genes"
+    from service.config import configured_knowledge_dir
+
+    configured = configured_knowledge_dir()
+    if configured and (configured / "genes").is_dir():
+        return configured / "genes"
     return _DEFAULT_GENES_DIR
 
 _PHARMVAR_SUFFIX = re.compile(r"(\*\d+[A-Za-z]?)\.\d{3,}")

@@ -14,7 +14,6 @@ Needs ``pip install 'pgx-cds[spark]'`` (PySpark) and Java 17+; on a cluster ever
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -73,7 +72,9 @@ def _evaluate_partition(groups: Iterable[tuple[str, Iterable[tuple[str, str]]]],
 def session(master: str | None, app_name: str = "pgx-cds-screen") -> Any:
     from pyspark.sql import SparkSession
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from service.config import set_env
+
+    set_env("PYSPARK_PYTHON", sys.executable, only_if_unset=True)
     builder = SparkSession.builder.appName(app_name).config("spark.ui.enabled", "false")
     if master:
         builder = builder.master(master)

@@ -35,7 +35,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from service.smart import oauth
-from service.smart.config import SmartSettings, get_smart_settings
+from service.smart.config import SmartSettings
 from service.smart.data import TokenRejected, drug_genes, load_profile, med_matcher
 from service.smart.oauth import SmartError
 from service.smart.session import SessionStore, SmartSession, new_session_id
@@ -67,7 +67,7 @@ _CSP = (
 
 
 def _smart(request: Request) -> SmartSettings:
-    return getattr(request.app.state, "smart_settings", None) or get_smart_settings()
+    return getattr(request.app.state, "smart_settings", None) or request.app.state.settings.smart
 
 
 def _store(request: Request) -> SessionStore:

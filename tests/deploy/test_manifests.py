@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.config import CacheSettings, FhirSettings, Issuer, PhenoconversionSettings, Settings
+from service.config import CacheSettings, FhirSettings, Issuer, PhenoconversionSettings, Settings, SmartSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/production", "k8s/overlays/dev"]
@@ -551,5 +551,6 @@ def test_example_config_documents_every_setting() -> None:
     assert set(data["fhir"]) == set(FhirSettings.model_fields)
     assert set(data["cache"]) == set(CacheSettings.model_fields)
     assert set(data["phenoconversion"]) == set(PhenoconversionSettings.model_fields)
+    assert set(data["smart"]) == set(SmartSettings.model_fields)
     issuer_keys = set().union(*(set(i) for i in data["issuers"]))
     assert issuer_keys == set(Issuer.model_fields)
