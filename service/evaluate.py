@@ -12,7 +12,7 @@ SMART app and the hooks compose the same stages around their own data loading.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -119,11 +119,15 @@ def evaluate_patient(
     resources: Iterable[dict[str, Any]],
     *,
     today: date | None = None,
+    annotate: Callable[..., GenomicProfile] = annotate_profile,
 ) -> PatientEvaluation:
     """Everything the hooks would say about this patient: each active medication as if re-ordered today
-    (order-sign), and the patient-view summary of actionable results."""
+    (order-sign), and the patient-view summary of actionable results.
+
+    ``annotate``: the phenotype stage (annotate_profile's signature); population screening passes a memoised
+    one (service/screen/memo.py)."""
     data, refs = _patient_data(patient_id, resources)
-    profile = annotate_profile(knowledge.genes, build_profile(data), data.sex)
+    profile = annotate(knowledge.genes, build_profile(data), data.sex)
     ev = PatientEvaluation(patient_id=patient_id, data=data, profile=profile)
     for med in data.medications:
         ref = refs.get(id(med)) or f"MedicationRequest/{med.get('id')}"
