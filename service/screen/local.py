@@ -93,6 +93,21 @@ def _changed_since(resources: list[dict[str, Any]], since: datetime) -> bool:
     return False
 
 
+def _order_key(raw: bytes, res: Any) -> tuple[str, str, bytes]:
+    rtype = res.get("resourceType") if isinstance(res, dict) else None
+    rid = res.get("id") if isinstance(res, dict) else None
+    return (rtype if isinstance(rtype, str) else "", rid if isinstance(rid, str) else "", raw.rstrip(b"\r\n"))
+
+
+def canonical_order(lines: list[bytes]) -> list[dict[str, Any]]:
+    """The patient's resources parsed, ordered by (resource type, id, text): an export has no order across its
+    files and Spark groups lines in any order, while the engine's answer can depend on the order of the
+    record (e.g. the medicines listed as phenoconversion perpetrators). Both engines evaluate this order."""
+    parsed = [(raw, orjson.loads(raw)) for raw in lines]
+    parsed.sort(key=lambda p: _order_key(*p))
+    return [res for _, res in parsed]
+
+
 def _may_matter(res: dict[str, Any]) -> bool:
     """A resource the evaluation can say something about: a result (any Observation or DiagnosticReport) or a
     current medication. A patient with none of these gets no finding and counts as read only."""
@@ -108,7 +123,7 @@ def evaluate_group(pid: str, lines: list[bytes], tally: Any) -> dict[str, Any] |
     from service.evaluate import evaluate_patient
     from service.screen.findings import findings, worklist_line
 
-    resources = [orjson.loads(raw) for raw in lines]
+    resources = canonical_order(lines)
     since = _STATE.get("since")
     if since is not None and not _changed_since(resources, since):
         tally.patients["skipped_since"] += 1

@@ -88,3 +88,17 @@ def test_phenotype_memo_gives_each_patient_its_own_result(in_process_state):
         assert memo(genes, profile, "female") == annotate_profile(genes, profile, "female")
         assert memo(genes, profile, "female").genes["CYP2C19"].observation == f"Observation/o{i}"
     assert (memo.misses, memo.hits) == (2, 6)
+
+
+def test_worklist_line_does_not_depend_on_the_order_of_the_patients_resources(in_process_state):
+    """A Bulk Data export has no order across its files (Spark groups them in any order): a patient's line
+    must be the same whatever order the resources arrive in. This synthetic patient (paroxetine as a
+    MedicationRequest and a MedicationStatement, CYP2D6 result) gave two different perpetrator orders on the
+    local and Spark engines before resources were put in a canonical order."""
+    lines = (Path(__file__).parent / "data" / "order-sensitive-patient.ndjson").read_bytes().splitlines(keepends=True)
+    for memo in (False, True):
+        local._init(None, None, date(2026, 12, 3), None, (), memo)
+        got = {orjson.dumps(local.evaluate_group("q0000001", order, Tally()))
+               for order in (lines, lines[::-1], lines[1:] + lines[:1], [x.rstrip(b"\n") for x in lines[::-1]])}
+        assert len(got) == 1, memo
+        assert b"MedicationRequest/q0000001-m19" in got.pop()
