@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import date
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def in_process_state():
     yield
     local._STATE.clear()
     local._STATE.update(saved_state)
+    gc.unfreeze()  # local._init freezes what the process holds (right for a worker, not for pytest)
 
 
 def test_memoised_and_plain_screens_write_the_same_files(varied, tmp_path):
