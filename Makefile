@@ -45,9 +45,10 @@ bench: $(STAMP) $(PEER_STAMP)
 	bash tests/setup.sh
 	$(BIN)/pgx-cds bench --peer-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
 
-## population screening benchmark (local engine, synthetic exports of 100k and 1M patients)
+## population screening benchmark (local engine, synthetic exports of 100k and 1M patients; ratios against the
+## read+group pass alone; BENCH_SCREEN_ARGS="--engine both" adds Spark local[2] on 100k and compares worklists)
 bench-screen: $(STAMP)
-	$(BIN)/python -m tests.screen.bench_screen --patients 100000 1000000
+	$(BIN)/python -m bench.screen --patients 100000 1000000 $(BENCH_SCREEN_ARGS)
 
 check-knowledge: $(STAMP)
 	$(BIN)/pgx-cds knowledge check

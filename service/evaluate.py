@@ -13,7 +13,7 @@ resources through the hooks' own patient-data stage as a complete prefetch).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -52,8 +52,12 @@ def needed_genes(knowledge: Knowledge, drug_names: Iterable[str]) -> frozenset[s
     return frozenset(genes)
 
 
+#: the phenotype stage's signature (service.pgx.phenotype.annotate_profile): gene tables, profile, sex
+Annotate = Callable[..., GenomicProfile]
+
+
 def phenotype(knowledge: Knowledge, profile: GenomicProfile, sex: str | None,
-              genes: Collection[str] | None = None) -> GenomicProfile:
+              genes: Collection[str] | None = None, annotate: Annotate = annotate_profile) -> GenomicProfile:
     """The profile with a phenotype call for each result of ``genes`` (None: all) that has none yet.
     Calls already made are kept (a call is a function of the result, the sex and the knowledge only);
     the profile is returned unchanged when nothing was missing."""
@@ -61,7 +65,7 @@ def phenotype(knowledge: Knowledge, profile: GenomicProfile, sex: str | None,
             if r.call is None and (genes is None or key in genes or r.gene in genes)}
     if not todo:
         return profile
-    done = annotate_profile(knowledge.genes, profile.model_copy(update={"genes": todo}), sex).genes
+    done = annotate(knowledge.genes, profile.model_copy(update={"genes": todo}), sex).genes
     return profile.model_copy(update={"genes": {key: done.get(key, r) for key, r in profile.genes.items()}})
 
 
@@ -85,18 +89,21 @@ def run_clinical(
     co_orders: Sequence[DraftOrder] = (),
     summary: bool = False,
     today: date | None = None,
+    annotate: Annotate = annotate_profile,
 ) -> Clinical:
     """patient data -> genomic profile -> phenotypes -> recommendations.
 
     ``profile``: one built earlier from ``data`` (a cached snapshot): not built again, only phenotyped
     where it lacks calls. ``genes``: read and phenotype only these genes' results (None: all;
-    :func:`needed_genes` gives what orders read; the summary reads every gene). ``orders``: recommendations for each, as if ordered with
-    ``co_orders`` (every draft order of the request). ``summary``: the patient-view recommendations."""
+    :func:`needed_genes` gives what orders read; the summary reads every gene). ``orders``: recommendations
+    for each, as if ordered with ``co_orders`` (every draft order of the request). ``summary``: the
+    patient-view recommendations. ``annotate``: the phenotype stage (population screening passes a
+    per-worker memo of it, service/screen/memo.py)."""
     if summary:
         genes = None  # the summary reads every gene
     if profile is None:
         profile = build_profile(data, genes)
-    profile = phenotype(knowledge, profile, data.sex, genes)
+    profile = phenotype(knowledge, profile, data.sex, genes, annotate)
     out = Clinical(profile=profile)
     policy = as_policy(settings)  # the engine reads the few site settings it needs, not the whole Settings
     for order in orders:
@@ -199,13 +206,17 @@ def evaluate_patient(
     resources: Iterable[dict[str, Any]],
     *,
     today: date | None = None,
+    annotate: Annotate = annotate_profile,
 ) -> PatientEvaluation:
     """Everything the hooks would say about this patient: each active medication as if re-ordered today
-    (order-sign), and the patient-view summary of actionable results."""
+    (order-sign), and the patient-view summary of actionable results.
+
+    ``annotate``: the phenotype stage (annotate_profile's signature); population screening passes a memoised
+    one (service/screen/memo.py)."""
     data, refs = _patient_data(patient_id, resources)
     renewals = [(refs.get(id(med)) or f"MedicationRequest/{med.get('id')}", med) for med in data.medications]
     clinical = run_clinical(knowledge, settings, data, orders=[renewal_order(med, ref) for ref, med in renewals],
-                            summary=True, today=today)
+                            summary=True, today=today, annotate=annotate)
     ev = PatientEvaluation(patient_id=patient_id, data=data, profile=clinical.profile, summary=clinical.summary)
     for (ref, _med), (order, recs) in zip(renewals, clinical.orders):
         ev.medications.append(ActiveMedication(ref, order, recs))

@@ -9,6 +9,7 @@ Memory per worker is bounded by one bucket (the input size / bucket count), not 
 
 from __future__ import annotations
 
+import gc
 import heapq
 import multiprocessing as mp
 import os
@@ -37,6 +38,7 @@ class Options:
     drugs: tuple[str, ...] = ()
     today: date = field(default_factory=lambda: datetime.now(timezone.utc).date())
     keep_work: bool = False
+    memo: bool = True  # service.screen.memo (same output; off: every patient through the plain stages)
 
 
 @dataclass
@@ -50,7 +52,8 @@ class Result:
     errors: int
 
 
-def _init(bytes_done: Any, patients_done: Any, today: date, since: datetime | None, drugs: tuple[str, ...]) -> None:
+def _init(bytes_done: Any, patients_done: Any, today: date, since: datetime | None, drugs: tuple[str, ...],
+          memo: bool = True) -> None:
     """Worker start: the knowledge and settings, loaded once per process (the service's own loaders)."""
     from service.config import Settings
     from service.observability.logging import configure_logging
@@ -58,8 +61,14 @@ def _init(bytes_done: Any, patients_done: Any, today: date, since: datetime | No
 
     settings = Settings()
     configure_logging(settings.log_level)  # the service's JSON lines at its level, not structlog's defaults
-    _STATE.update(settings=settings, knowledge=load_knowledge(settings.knowledge_dir), bytes=bytes_done,
-                  patients=patients_done, today=today, since=since, drugs=drugs)
+    knowledge = load_knowledge(settings.knowledge_dir)
+    _STATE.update(settings=settings, knowledge=knowledge, bytes=bytes_done,
+                  patients=patients_done, today=today, since=since, drugs=drugs, memo=None)
+    if memo:
+        from service.screen.memo import PhenotypeMemo
+
+        _STATE["memo"] = PhenotypeMemo()
+    gc.freeze()  # the knowledge base lives as long as the worker: the cyclic GC need not scan it again
 
 
 def _add(counter: Any, n: int) -> None:
@@ -84,18 +93,52 @@ def _changed_since(resources: list[dict[str, Any]], since: datetime) -> bool:
     return False
 
 
+def _order_key(raw: bytes, res: Any) -> tuple[str, str, bytes]:
+    rtype = res.get("resourceType") if isinstance(res, dict) else None
+    rid = res.get("id") if isinstance(res, dict) else None
+    return (rtype if isinstance(rtype, str) else "", rid if isinstance(rid, str) else "", raw.rstrip(b"\r\n"))
+
+
+def canonical_order(lines: list[bytes]) -> list[dict[str, Any]]:
+    """The patient's resources parsed, ordered by (resource type, id, text): an export has no order across its
+    files and Spark groups lines in any order, while the engine's answer can depend on the order of the
+    record (e.g. the medicines listed as phenoconversion perpetrators). Both engines evaluate this order."""
+    parsed = [(raw, orjson.loads(raw)) for raw in lines]
+    parsed.sort(key=lambda p: _order_key(*p))
+    return [res for _, res in parsed]
+
+
+def _may_matter(res: dict[str, Any]) -> bool:
+    """A resource the evaluation can say something about: a result (any Observation or DiagnosticReport) or a
+    current medication. A patient with none of these gets no finding and counts as read only."""
+    from service.evaluate import is_active
+
+    rtype = res.get("resourceType")
+    return rtype in ("Observation", "DiagnosticReport") or (
+        rtype in ("MedicationRequest", "MedicationStatement") and is_active(res))
+
+
 def evaluate_group(pid: str, lines: list[bytes], tally: Any) -> dict[str, Any] | None:
     """One patient's resource lines -> its worklist line (None without findings); counts into ``tally``."""
     from service.evaluate import evaluate_patient
     from service.screen.findings import findings, worklist_line
 
-    resources = [orjson.loads(raw) for raw in lines]
+    resources = canonical_order(lines)
     since = _STATE.get("since")
     if since is not None and not _changed_since(resources, since):
         tally.patients["skipped_since"] += 1
         return None
-    ev = evaluate_patient(_STATE["knowledge"], _STATE["settings"], pid, resources, today=_STATE["today"])
-    items = findings(ev, _STATE.get("drugs"))
+    memo = _STATE.get("memo")
+    if memo is None:
+        ev = evaluate_patient(_STATE["knowledge"], _STATE["settings"], pid, resources, today=_STATE["today"])
+        items = findings(ev, _STATE.get("drugs"))
+    elif not any(_may_matter(r) for r in resources):
+        tally.add_empty()  # no result and no current medication: evaluate_patient says nothing
+        return None
+    else:
+        ev = evaluate_patient(_STATE["knowledge"], _STATE["settings"], pid, resources, today=_STATE["today"],
+                              annotate=memo)
+        items = findings(ev, _STATE.get("drugs"))
     tally.add(ev, items)
     return worklist_line(pid, items) if items else None
 
@@ -168,7 +211,8 @@ def run(opts: Options, progress: Any) -> Result:
     n_patients = 0
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
-                                 initargs=(bytes_done, patients_done, opts.today, opts.since, opts.drugs)) as pool:
+                                 initargs=(bytes_done, patients_done, opts.today, opts.since, opts.drugs,
+                                           opts.memo)) as pool:
             groups = source.split_tasks(source.tasks(files), workers)
             dirs = [str(work / f"p{i}") for i in range(len(groups))]
             progress.phase("reading", total=sum(source.task_weight(t) for g in groups for t in g) or 1, unit="B")

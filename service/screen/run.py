@@ -25,6 +25,7 @@ class ScreenRequest:
     export_level: str = "system"  # system | patient | group (input is a FHIR server URL)
     group: str | None = None
     today: date = field(default_factory=lambda: datetime.now(timezone.utc).date())
+    memo: bool = True  # service.screen.memo: same output, faster; False for the plain per-patient path
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -68,12 +69,13 @@ def screen(req: ScreenRequest, progress: Any) -> dict[str, Any]:
         described = {**described, "kind": "bulk-export", "export": export_stats}
     if req.engine == "local":
         result = local.run(local.Options(input=input_path, output=req.output, workers=req.workers,
-                                         since=req.since, drugs=req.drugs, today=req.today), progress)
+                                         since=req.since, drugs=req.drugs, today=req.today, memo=req.memo),
+                             progress)
     elif req.engine == "spark":
         from service.screen import spark
 
         result = spark.run(input_path, req.output, master=req.spark_master, since=req.since, drugs=req.drugs,
-                           today=req.today, progress=progress)
+                           today=req.today, progress=progress, memo=req.memo)
     else:
         raise ValueError(f"unknown engine {req.engine!r} (local or spark)")
     summary: dict[str, Any] = {

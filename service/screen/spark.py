@@ -49,13 +49,13 @@ def _key_lines(lines: Iterable[str]) -> Iterator[tuple[str, tuple[str, str]]]:
 
 
 def _evaluate_partition(groups: Iterable[tuple[str, Iterable[tuple[str, str]]]], today: date,
-                        since: datetime | None, drugs: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+                        since: datetime | None, drugs: tuple[str, ...], memo: bool = True) -> Iterator[tuple[str, str, str]]:
     """('w', patient id, worklist line) / ('e', patient id, error) per patient, then ('t', '', tally state)."""
     from service.screen import local
     from service.screen.summary import Tally
 
     if "knowledge" not in local._STATE:
-        local._init(None, None, today, since, drugs)
+        local._init(None, None, today, since, drugs, memo)
     tally = Tally()
     for pid, items in groups:
         lines = [line.encode() for _, line in items]
@@ -82,7 +82,7 @@ def session(master: str | None, app_name: str = "pgx-cds-screen") -> Any:
 
 
 def run(input_path: Path | str, output: Path, *, master: str | None, since: datetime | None,
-        drugs: tuple[str, ...], today: date, progress: Any, partitions: int = 0) -> Any:
+        drugs: tuple[str, ...], today: date, progress: Any, partitions: int = 0, memo: bool = True) -> Any:
     from pyspark import StorageLevel
 
     from service.screen import local, source
@@ -104,7 +104,7 @@ def run(input_path: Path | str, output: Path, *, master: str | None, since: date
 
     t1 = time.perf_counter()
     results = (keyed.filter(lambda kv: kv[0] != "").groupByKey(numPartitions=parts)
-               .mapPartitions(lambda it: _evaluate_partition(it, today, since, drugs))
+               .mapPartitions(lambda it: _evaluate_partition(it, today, since, drugs, memo))
                .persist(StorageLevel.MEMORY_AND_DISK))
     for state in results.filter(lambda r: r[0] == "t").map(lambda r: r[2]).collect():
         tally.merge(Tally.from_state(orjson.loads(state)))

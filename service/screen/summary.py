@@ -64,6 +64,10 @@ class Tally:
         for kind in kinds:
             self.patients_by_kind[kind] += 1
 
+    def add_empty(self) -> None:
+        """A patient without results or current medications (what ``add`` counts for one)."""
+        self.patients["read"] += 1
+
     def merge(self, other: "Tally") -> "Tally":
         for name in self.FIELDS:
             getattr(self, name).update(getattr(other, name))

@@ -21,6 +21,7 @@ import pytest
 
 from service.evaluate import as_medication_request, is_active
 from service.screen import source
+from service.screen.local import canonical_order
 from service.screen.progress import NoProgress
 from service.screen.run import ScreenRequest, parse_since, screen
 from tests.screen.synth import UNREADABLE_DRUG, write_export
@@ -49,14 +50,15 @@ def screened(export, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def _read_export(d: Path) -> dict[str, list[dict]]:
-    by_patient: dict[str, list[dict]] = defaultdict(list)
+    """Each patient's resources, in the order the screen evaluates them (an export has none of its own:
+    service.screen.local.canonical_order), so that the hooks are given the same record."""
+    by_patient: dict[str, list[bytes]] = defaultdict(list)
     for f in source.input_files(d):
         opener = gzip.open if f.name.endswith(".gz") else open
-        with opener(f, "rt") as fh:
+        with opener(f, "rb") as fh:
             for line in fh:
-                r = json.loads(line)
-                by_patient[source.patient_of(r)].append(r)
-    return by_patient
+                by_patient[source.patient_of(json.loads(line))].append(line)
+    return {pid: canonical_order(lines) for pid, lines in by_patient.items()}
 
 
 def _worklist(out: Path) -> list[dict]:
