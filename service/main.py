@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if app.state.tracer_provider is not None:
             app.state.tracer_provider.shutdown()
-        await deps.card_rules.close()
+        await deps.close()  # queued snapshot, de-duplication and card -> rule writes
         await app.state.feedback.close()
         await fhir.aclose()
         await jwks_http.aclose()

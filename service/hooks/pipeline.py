@@ -66,6 +66,7 @@ class Deps:
     snapshots: Snapshots = field(init=False)  # patient data -> genomic profile, read through the caches
     refused_servers: RefusedServerLog = field(default_factory=RefusedServerLog)
     card_rules: WriteBehind = field(init=False)  # card uuid -> rule id records, batched off the request path
+    shown: WriteBehind = field(init=False)  # order-select's de-duplication records, batched off the request path
     knowledge_tag: str = field(init=False)  # names the knowledge version in cache keys
     _reads: dict[frozenset[str], tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
@@ -74,6 +75,7 @@ class Deps:
         self.reuse = Reuse(enabled=r.enabled, size=r.entries)
         self.snapshots = Snapshots(self.settings, self.knowledge, self.fhir, self.kv, self.reuse)
         self.card_rules = WriteBehind(self.kv, key=card_rule_bucket, ttl_s=(CARD_RULE_DAYS + 1) * 24 * 3600)
+        self.shown = WriteBehind(self.kv, key=None, ttl_s=self.settings.cache.dedupe_ttl_s, kind="dedupe")
         self.knowledge_tag = hashlib.sha256(self.knowledge.version.encode()).hexdigest()[:12]
 
     def reads(self, drug_names: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
@@ -86,6 +88,18 @@ class Deps:
             found = self._reads[drug_names] = (_data_needs(self.knowledge, drug_names),
                                                needed_genes(self.knowledge, drug_names))
         return found
+
+    async def flush(self) -> None:
+        """Send every write queued behind requests now (tests, and the first step of `close`)."""
+        await self.snapshots.writes.flush()
+        await self.shown.flush()
+        await self.card_rules.flush()
+
+    async def close(self) -> None:
+        """At shutdown: the queued writes' last attempt (what Redis does not take is counted and logged)."""
+        await self.snapshots.writes.close()
+        await self.shown.close()
+        await self.card_rules.close()
 
 
 @dataclass
@@ -309,24 +323,25 @@ async def _dedupe_and_remember(
     owner: str | None = None,
 ) -> list[tuple[CardTemplate, dict]]:
     """Order-select remembers what it showed; order-sign drops cards shown already with the same content.
-    Also records card uuid -> rule id, so feedback (which names only the card) is counted per rule; those
-    records are written in batches off the request path (`deps.card_rules`)."""
+    Also records card uuid -> rule id, so feedback (which names only the card) is counted per rule. Both
+    kinds of record are written in batches off the request path (`deps.shown`, `deps.card_rules`); a
+    record still queued is read from the queue (an order-sign moments after its order-select)."""
     s = deps.settings
     out = cards
     ttl = s.cache.dedupe_ttl_s
     if s.dedupe_order_sign and ttl > 0 and hook == "order-select":
         now = time.monotonic()
         due = [g for g in groups if g.templates and now - g.recorded_at >= ttl / 2]  # not recorded moments ago
-        writes: list[tuple[str, Any, int]] = [(f"dedupe:{pkey}:{t.order_ref}:{t.rule_id}", t.content_hash, ttl)
-                                              for g in due for t in g.templates]
-        if writes:
-            await deps.kv.set_many(writes)
-            if not getattr(deps.kv, "degraded", False):  # a write the store could not take is made again
-                for g in due:
-                    g.recorded_at = now
+        for g in due:
+            for t in g.templates:
+                deps.shown.add(f"dedupe:{pkey}:{t.order_ref}:{t.rule_id}", t.content_hash)
+            g.recorded_at = now  # a write Redis does not take is retried by the queue
     elif s.dedupe_order_sign and ttl > 0 and hook == "order-sign":
-        out = [(t, data) for t, data in cards
-               if await deps.kv.get(f"dedupe:{pkey}:{t.order_ref}:{t.rule_id}") != t.content_hash]
+        out = []
+        for t, data in cards:
+            ident = f"dedupe:{pkey}:{t.order_ref}:{t.rule_id}"
+            if (deps.shown.get(ident) or await deps.kv.get(ident)) != t.content_hash:
+                out.append((t, data))
     for t, data in out:
         if t.rule_id:
             deps.card_rules.add(card_rule_field(owner, data["uuid"]), t.rule_id.encode())  # feedback: its caller's only

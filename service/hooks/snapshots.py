@@ -15,7 +15,8 @@ prefetch keys or genes a cached snapshot lacks loads both sets. It comes, in thi
 Keys are scoped to the caller and the FHIR server (service/auth/tenancy.py): a snapshot is cached only
 when the FHIR server was validated for the caller (`shareable`). The prefetch-derived snapshot is written
 to Redis (the newest prefetch replaces what is cached) unless this process wrote the very same entry
-under that key moments before (order-sign after order-select: ~20 us and a Redis write saved).
+under that key moments before (order-sign after order-select: ~20 us and a Redis write saved). Writes go
+behind the request: queued and sent in batches (`Snapshots.writes`), read from the queue until sent.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from service.cache.store import KV
+from service.cache.store import KV, WriteBehind
 from service.cdshooks.models import HookRequest
 from service.config import Settings
 from service.evaluate import phenotype, run_clinical
@@ -139,6 +140,8 @@ class Snapshots:
     def __init__(self, settings: Settings, knowledge: Knowledge, fhir: FhirClient, kv: KV, reuse: Reuse) -> None:
         self.settings, self.knowledge, self.fhir, self.kv, self.reuse = settings, knowledge, fhir, kv, reuse
         self._local: OrderedDict[str, _LocalCopy] = OrderedDict()
+        # snapshot writes no request waits for, sent to Redis in batches
+        self.writes = WriteBehind(kv, key=None, ttl_s=settings.cache.profile_ttl_s, kind="snapshot")
         self._inflight: dict[tuple, asyncio.Future] = {}
 
     async def load(
@@ -151,7 +154,7 @@ class Snapshots:
         if has_usable_prefetch(req.prefetch):
             loaded = await self._from_prefetch(req, hook, key, fhir_server, needs, genes)
             if caching and loaded.entry.snapshot.patient.observations_available:
-                await self._store(key, loaded.entry)  # the newest prefetch replaces what is cached
+                self._store(key, loaded.entry)  # the newest prefetch replaces what is cached
             return loaded
         if caching:
             loaded, needs, genes = await self._from_cache(key, needs, genes)
@@ -187,7 +190,7 @@ class Snapshots:
         if near is not None and near.fresh_until > now:
             metrics.child(metrics.CACHE, "profile", "hit").inc()
             return Loaded(near.entry, "cache"), needs, genes
-        cached = await self.kv.get(key)
+        cached = self.writes.get(key) or await self.kv.get(key)  # a write still queued is the newest
         if cached is None and near is not None and near.valid_until > now and getattr(self.kv, "degraded", False):
             # Redis failed (not a miss): serve our last copy while it is within the profile TTL
             metrics.child(metrics.CACHE, "profile", "stale").inc()
@@ -226,21 +229,21 @@ class Snapshots:
         finally:
             self._inflight.pop(flight, None)
         if caching and snap.patient.observations_available:
-            await self._store(key, entry)
+            self._store(key, entry)
         return Loaded(entry, "fhir", calls)
 
-    async def _store(self, key: str, entry: SnapshotEntry) -> None:
-        """Write the entry to Redis (shared by replicas) and keep the local copy; a write of the entry this
-        process made under the same key within half the TTL is not repeated."""
+    def _store(self, key: str, entry: SnapshotEntry) -> None:
+        """Queue the entry's write to Redis (shared by replicas; sent in a batch within `writes`' interval,
+        retried while Redis fails) and keep the local copy; a write of the entry this process made under
+        the same key within half the TTL is not repeated."""
         ttl = self.settings.cache.profile_ttl_s
         now = time.monotonic()
         near = self._local.get(key)
         if near is not None and near.entry is entry and now - near.written_at < ttl / 2:
             self._keep_local(key, entry, now, near.written_at)
             return
-        await self.kv.set_many([(key, entry.snapshot.model_dump_json().encode(), ttl)])
-        # a write the store could not take is made again next time
-        self._keep_local(key, entry, now, float("-inf") if getattr(self.kv, "degraded", False) else now)
+        self.writes.add(key, entry.snapshot.model_dump_json().encode())
+        self._keep_local(key, entry, now, now)
 
     def _keep_local(self, key: str, entry: SnapshotEntry, now: float, written_at: float) -> None:
         """The local copy: served for `cache.local_ttl_s` (0: never), and it notes what was written."""

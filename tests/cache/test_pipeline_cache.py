@@ -36,6 +36,7 @@ async def test_snapshot_cached_in_redis_under_a_hashed_key_and_reused_without_fh
     svc = SERVICES["pgx-order-select"]
     out = await run_hook(svc, _req(), app.state.deps, None)  # from prefetch
     assert out.source == "prefetch"
+    await app.state.deps.flush()  # the write went behind the request (sent within 50 ms)
     keys = [k.decode() for k in redis.Redis.from_url(redis_url).keys("pgx-cds:snap:*")]
     assert len(keys) == 1 and "pgx-demo-1" not in keys[0]  # never the raw patient id
     raw = redis.Redis.from_url(redis_url).get(keys[0]).decode()
@@ -56,6 +57,7 @@ async def test_newer_result_in_prefetch_wins_over_cache(redis_url):
     await run_hook(svc, _req(), app.state.deps, None)  # PM cached
     out = await run_hook(svc, _req(obs=[rq.CYP2C19_NM]), app.state.deps, None)
     assert out.response.cards == []  # the prefetch (normal metabolizer) was used, not the cached PM
+    await app.state.deps.flush()
     out = await run_hook(svc, _req(prefetch=False), _app(redis_url).state.deps, None)
     assert out.response.cards == []  # and it replaced the cached snapshot
     await app.state.fhir.aclose()
@@ -112,6 +114,7 @@ def test_cache_clear_cli(redis_url):
     async def fill():
         app = _app(redis_url)
         await run_hook(SERVICES["pgx-order-select"], _req(), app.state.deps, None)
+        await app.state.deps.flush()
         await app.state.fhir.aclose()
 
     asyncio.run(fill())
@@ -249,4 +252,21 @@ async def test_an_answer_that_needed_the_fhir_server_is_not_reused():
             out = await run_hook(svc, HookRequest.model_validate({**body, "hookInstance": f"h{i}"}), app.state.deps, None)
             assert out.response.cards and out.fhir_calls == 1
         assert route.call_count == 2
+    await app.state.fhir.aclose()
+
+
+async def test_a_snapshot_write_still_queued_is_read_from_the_queue(redis_url):
+    """The snapshot's Redis write goes behind the request: until it is sent, a request for the same patient
+    reads it from the queue (no FHIR call), and once sent it is in Redis for the other replicas."""
+    app = _app(redis_url, cache={"local_ttl_s": 0})  # no local copy: only the queue or Redis can answer
+    svc = SERVICES["pgx-order-select"]
+    await run_hook(svc, _req(), app.state.deps, None)  # from prefetch
+    assert redis.Redis.from_url(redis_url).keys("pgx-cds:snap:*") == []  # not sent yet
+    with respx.mock(assert_all_called=False) as m:
+        route = m.route(url__startswith=FHIR).mock(return_value=httpx.Response(500))
+        out = await run_hook(svc, _req(prefetch=False), app.state.deps, None)
+    assert out.source == "cache" and out.fhir_calls == 0 and not route.called
+    assert out.response.cards[0].extension["pgx-cds"]["genes"][0]["phenotype"] == "Poor Metabolizer"
+    await app.state.deps.flush()
+    assert len(redis.Redis.from_url(redis_url).keys("pgx-cds:snap:*")) == 1
     await app.state.fhir.aclose()

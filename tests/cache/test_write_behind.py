@@ -110,3 +110,36 @@ async def test_batches_reach_redis_with_an_expiry(redis_url):
     assert 0 < await kv.client.ttl(kv.key("wb-bucket")) <= 60
     await kv.delete("wb-bucket")
     await kv.close()
+
+
+class SetCountingKV(InProcessKV):
+    """An in-process store counting its batched key writes (SET pipelines), which can be made to fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[tuple[str, int]]] = []
+        self.down = False
+
+    async def set_many(self, items):
+        if self.down:
+            return False
+        self.batches.append([(k, ttl) for k, _, ttl in items])
+        return await super().set_many(items)
+
+
+async def test_keyed_writes_become_one_pipeline_of_sets_with_the_expiry_and_survive_a_blip():
+    """key=None (snapshots, de-duplication records): each field its own key, one SET pipeline per interval;
+    the newest value of a key wins; readable from the queue until sent; retried while the store fails."""
+    kv, clock = SetCountingKV(), ManualClock()
+    wb = WriteBehind(kv, key=None, ttl_s=90, interval_s=0.05, clock=clock, kind="snapshot")
+    wb.add("snap:a", b"old")
+    wb.add("snap:a", b"new")
+    wb.add("snap:b", b"b")
+    assert wb.get("snap:a") == b"new" and await kv.get("snap:a") is None  # from the queue, not yet sent
+    kv.down = True
+    await clock.advance(0.05)
+    assert kv.batches == [] and wb.get("snap:b") == b"b"  # kept for the retry
+    kv.down = False
+    await clock.advance(0.1)  # the back-off doubled the interval
+    assert kv.batches == [[("snap:a", 90), ("snap:b", 90)]]
+    assert await kv.get("snap:a") == b"new" and wb.get("snap:a") is None and len(wb) == 0

@@ -128,13 +128,13 @@ async def test_a_repeated_order_select_records_its_cards_for_order_sign_once():
         app = create_app(Settings(log_level="warning", reuse={"enabled": enabled}))
         deps = app.state.deps
         written: list[str] = []
-        real = deps.kv.set_many
+        real = deps.shown.add  # the queue of de-duplication writes (sent to the store in batches)
 
-        async def counting(items, real=real, written=written):
-            written.extend(k for k, _, _ in items if k.startswith("dedupe:"))
-            return await real(items)
+        def counting(key, value, real=real, written=written):
+            written.append(key)
+            return real(key, value)
 
-        deps.kv.set_many = counting
+        deps.shown.add = counting
         for _ in range(3):
             out = await run_hook(SERVICES["pgx-order-select"], HookRequest.model_validate(rq.order_select()), deps, None)
             assert len(out.response.cards) == 1
