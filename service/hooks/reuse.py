@@ -5,9 +5,12 @@ What pays on distinct-patient traffic (measured with `python -m bench.inproc`, d
 order-sign that follows an order-select for the same patient and orders moments later: it reuses the
 patient snapshot order-select derived from the same prefetch, and the card templates of each order
 evaluated against it. Both are found by a small key (whose patient, which order) and taken only when the
-content they were derived from is equal (`==` on the parsed JSON: no serialisation, no hashing; a miss
-costs a dict lookup). Nothing else is kept: whole-request memos cost more on distinct traffic than they
-returned.
+content they were derived from is equal (`==`; a miss costs a dict lookup). An order's content is its parsed
+resource (small). A snapshot's content is the prefetch serialised once, as one flat bytes object: holding
+the parsed prefetch (~1,500 objects per patient) kept hundreds of thousands of objects churning through
+the cyclic GC's generations (measured on the live mix: GC time 720-910 -> 320-410 ms per 35k requests,
+collections over 5 ms 18-19 -> 4, p99 88-155 -> 42-59 ms). Nothing else is kept: whole-request memos
+cost more on distinct traffic than they returned.
 
 `PGX_CDS_REUSE__ENABLED=false` keeps nothing: every request is evaluated afresh, with the same answers
 (tests/hooks/test_reuse.py compares both over a set of requests).

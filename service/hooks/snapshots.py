@@ -29,6 +29,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 
 from service.cache.store import KV, WriteBehind
@@ -91,6 +92,17 @@ class _LocalCopy:
     fresh_until: float  # served without asking Redis until then
     valid_until: float  # served while Redis fails until then (the profile TTL)
     written_at: float  # when this process wrote this entry to the store (-inf: not known to be there)
+
+
+def _content(fhir_server: str | None, req: HookRequest) -> bytes | None:
+    """What a prefetch-derived snapshot is a function of, as one flat bytes object: the FHIR server, the
+    patient and the prefetch as JSON. Kept with the reused entry and compared byte for byte; a flat
+    object, not the parsed prefetch (~1,500 objects per patient), so the entries the reuse holds add
+    nothing for the cyclic GC to walk. None when the prefetch cannot be serialised (no reuse)."""
+    try:
+        return orjson.dumps([fhir_server, req.context.patientId, req.prefetch])
+    except (orjson.JSONEncodeError, TypeError):
+        return None
 
 
 def has_usable_prefetch(prefetch: dict[str, Any] | None, key: str = OBS_KEY) -> bool:
@@ -167,14 +179,14 @@ class Snapshots:
                              needs: frozenset[str] | None, genes: frozenset[str] | None) -> Loaded:
         # what the snapshot is a function of: the templates (not the hook), whose patient, the prefetch
         reuse_key = ("snapshot", _template_set(hook), key, needs, genes)
-        content = (fhir_server, req.context.patientId, req.prefetch)
-        entry = self.reuse.get(reuse_key, content)
+        content = _content(fhir_server, req) if self.reuse.enabled else None
+        entry = self.reuse.get(reuse_key, content) if content is not None else None
         if entry is not None:
             return Loaded(entry, "prefetch")
         snap, calls = await fetch_snapshot(req, self.knowledge, self.settings, self.fhir, fhir_server, hook, needs,
                                            genes)
         entry = SnapshotEntry(snap)
-        if calls == 0 and snap.patient.observations_available:  # derived from the request alone
+        if content is not None and calls == 0 and snap.patient.observations_available:  # from the request alone
             self.reuse.put(reuse_key, content, entry)
         return Loaded(entry, "prefetch", calls)
 

@@ -142,3 +142,20 @@ async def test_a_repeated_order_select_records_its_cards_for_order_sign_once():
         sign = await run_hook(SERVICES["pgx-order-sign"], HookRequest.model_validate(rq.order_sign()), deps, None)
         assert sign.response.cards == []
         await app.state.fhir.aclose()
+
+
+async def test_a_reused_snapshot_holds_its_prefetch_as_flat_bytes_not_the_parsed_request():
+    """The snapshot reuse compares the prefetch it was derived from; it keeps it as one bytes object (the
+    parsed prefetch, ~1,500 objects per patient, kept the cyclic GC busy). A corrected result between
+    order-select and order-sign is still a different content: evaluated afresh."""
+    app = create_app(Settings(log_level="warning", dedupe_order_sign=False))
+    deps = app.state.deps
+    select = HookRequest.model_validate(rq.order_select())
+    await run_hook(SERVICES["pgx-order-select"], select, deps, None)
+    kept = [(key, content) for key, (content, _value) in deps.reuse._data.items() if key[0] == "snapshot"]
+    assert len(kept) == 1 and type(kept[0][1]) is bytes
+    assert orjson.loads(kept[0][1])[2] == select.prefetch
+    corrected = HookRequest.model_validate(rq.order_sign(obs=[rq.CYP2C19_NM]))
+    sign = await run_hook(SERVICES["pgx-order-sign"], corrected, deps, None)
+    assert sign.response.cards == []  # the normal metabolizer result of the order-sign's prefetch was read
+    await app.state.fhir.aclose()
