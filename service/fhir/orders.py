@@ -25,6 +25,12 @@ def extract_orders(draft_orders: dict | None, selections: list[str] | None) -> l
     A ``medicationReference`` to a contained Medication (``#id``) is resolved here; other references are
     left to :func:`service.fhir.patient_data.resolve_medications`.
     """
+    return select_orders(draft_orders, selections)[0]
+
+
+def select_orders(draft_orders: dict | None, selections: list[str] | None) -> tuple[list[DraftOrder], list[DraftOrder]]:
+    """(the orders :func:`extract_orders` gives, every draft order), from one parse: the other draft
+    orders of an order-select are its co-orders (phenoconversion, co-medication safety)."""
     wanted = {s.strip() for s in selections if isinstance(s, str)} if selections else None
     orders = [(full_url, _order(res)) for full_url, res in _resources(draft_orders)
               if res.get("resourceType") == "MedicationRequest"]
@@ -33,13 +39,14 @@ def extract_orders(draft_orders: dict | None, selections: list[str] | None) -> l
         if order.reference:
             seen[order.reference] = seen.get(order.reference, 0) + 1
     out: list[DraftOrder] = []
+    every: list[DraftOrder] = []
     for full_url, order in orders:
-        if wanted is not None and not _selected(order, full_url, wanted):
-            continue
         if order.reference and seen[order.reference] > 1:
             order.shared_id = True
-        out.append(order)
-    return out
+        every.append(order)
+        if wanted is None or _selected(order, full_url, wanted):
+            out.append(order)
+    return out, every
 
 
 def _resources(container: Any) -> list[tuple[str | None, dict[str, Any]]]:

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from service.fhir.context import medication_drugs_of as medication_request_drugs
 from service.fhir.models import DraftOrder
-from service.fhir.orders import extract_orders
+from service.fhir.orders import extract_orders, select_orders
 from service.pgx.drugs import recognise
 from service.pgx.phenoconversion import perpetrators_in_order
 from service.pgx.knowledge import Knowledge
@@ -40,6 +40,7 @@ class DraftPlan:
     orders: list[DraftOrder]
     drug_orders: list[tuple[DraftOrder, list]]
     needs_fetch: bool
+    every: list[DraftOrder] = field(default_factory=list)  # every draft order (order-select: the co-orders)
 
     @property
     def no_cards(self) -> bool:
@@ -60,13 +61,13 @@ def plan_draft_orders(knowledge: Knowledge, draft_orders: dict[str, Any] | None,
     decided early too: see `names_no_drug`."""
     if _decided(knowledge, draft_orders, selections, prefetch):
         return DraftPlan([], [], False)
-    orders = extract_orders(draft_orders, selections)
+    orders, every = select_orders(draft_orders, selections)
     if needs_fetch(orders):
-        return DraftPlan(orders, [], True)
+        return DraftPlan(orders, [], True, every)
     # a drug with a guideline, or a phenoconverting co-medication (reverse direction: it can change the
     # advice for a drug the patient already takes)
     drug_orders = [(o, d) for o, d in ((o, _drugs(knowledge, o)) for o in orders) if d]
-    return DraftPlan(orders, drug_orders, False)
+    return DraftPlan(orders, drug_orders, False, every)
 
 
 def _drugs(knowledge: Knowledge, order: DraftOrder) -> list:

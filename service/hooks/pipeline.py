@@ -286,7 +286,7 @@ def _card_templates(
         recs = run_clinical(k, s, patient, profile=profile, summary=True, today=today).summary
         return [_OrderCards(patient_view_templates(recs, patient_id=patient_id, app_url=app_url))]
     # every draft order of the request: perpetrators among them phenoconvert the others
-    co_orders = plan.orders if plan is not None and hook == "order-sign" and not plan.needs_fetch \
+    co_orders = plan.every if plan is not None and not plan.needs_fetch and plan.every \
         else extract_orders(req.context.draftOrders, None)
     groups = []
     for order, _drugs in drug_orders:
