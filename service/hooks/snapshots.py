@@ -47,6 +47,7 @@ from service.pgx.models import GenomicProfile
 
 OBS_KEY = next(iter(REQUIRED_KEYS))
 LOCAL_COPIES = 512  # patients whose snapshot this process keeps a local copy of (LRU)
+SNAPSHOT_WRITES_PENDING = 1_000  # snapshot writes kept for a retry while Redis fails
 
 _TOKENS = itertools.count(1)
 
@@ -152,8 +153,10 @@ class Snapshots:
     def __init__(self, settings: Settings, knowledge: Knowledge, fhir: FhirClient, kv: KV, reuse: Reuse) -> None:
         self.settings, self.knowledge, self.fhir, self.kv, self.reuse = settings, knowledge, fhir, kv, reuse
         self._local: OrderedDict[str, _LocalCopy] = OrderedDict()
-        # snapshot writes no request waits for, sent to Redis in batches
-        self.writes = WriteBehind(kv, key=None, ttl_s=settings.cache.profile_ttl_s, kind="snapshot")
+        # snapshot writes no request waits for, sent to Redis in batches; while Redis is away at most
+        # SNAPSHOT_WRITES_PENDING wait (a few KB each; a snapshot not written is only a later cache miss)
+        self.writes = WriteBehind(kv, key=None, ttl_s=settings.cache.profile_ttl_s, kind="snapshot",
+                                  max_pending=SNAPSHOT_WRITES_PENDING)
         self._inflight: dict[tuple, asyncio.Future] = {}
 
     async def load(

@@ -143,3 +143,27 @@ async def test_keyed_writes_become_one_pipeline_of_sets_with_the_expiry_and_surv
     await clock.advance(0.1)  # the back-off doubled the interval
     assert kv.batches == [[("snap:a", 90), ("snap:b", 90)]]
     assert await kv.get("snap:a") == b"new" and wb.get("snap:a") is None and len(wb) == 0
+
+
+async def test_snapshot_writes_waiting_for_an_absent_redis_are_bounded():
+    """While Redis is away the snapshot writes queue for a retry, but at most SNAPSHOT_WRITES_PENDING of them
+    (a few KB each): an outage must not grow the process by every patient seen."""
+    from service.config import Settings
+    from service.hooks.reuse import Reuse
+    from service.hooks.snapshots import SNAPSHOT_WRITES_PENDING, Snapshot, SnapshotEntry, Snapshots
+    from service.fhir.models import PatientData
+    from service.pgx.models import GenomicProfile
+
+    kv = SetCountingKV()
+    kv.down = True
+    snaps = Snapshots(Settings(log_level="warning"), None, None, kv, Reuse())  # type: ignore[arg-type]
+    for i in range(SNAPSHOT_WRITES_PENDING + 200):
+        entry = SnapshotEntry(Snapshot(profile=GenomicProfile(patient_id=f"p{i}"), patient=PatientData(patient_id=f"p{i}")))
+        snaps._store(f"snap:k:{i}", entry)
+        if i % 100 == 0:
+            await snaps.writes.flush()  # Redis still away: back into the queue
+    await snaps.writes.flush()
+    assert len(snaps.writes) == SNAPSHOT_WRITES_PENDING
+    kv.down = False
+    assert await snaps.writes.flush() and len(kv.batches[-1]) == SNAPSHOT_WRITES_PENDING
+    await snaps.writes.close()
