@@ -72,6 +72,13 @@ class _GeneKey:
     ambiguous: bool = False  # values are alternatives we could not choose between
     notes: list[str] = field(default_factory=list)
     indeterminate_reason: str | None = None
+    sig: tuple | None = field(default=None, compare=False, repr=False)  # (gene, values, ambiguous), see _match
+
+    def signature(self) -> tuple:
+        """What rule matching reads of this key (keys are not changed once made)."""
+        if self.sig is None:
+            self.sig = (self.gene, tuple(self.values), self.ambiguous)
+        return self.sig
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,6 +139,7 @@ def summarize_profile(
     seen: set[tuple[str, str]] = set()
     out: list[Recommendation] = []
     pc = _phenoconv.convert(k, profile, _phenoconv.find_exposures(k, patient, None, (), policy, today))
+    key_cache: dict[tuple[str, str | None], _GeneKey] = {}  # this profile's lookup keys, shared by its guidelines
     for gene in profile.genes:
         for g in k.by_gene.get(gene, []):
             for d in g.drugs:
@@ -143,7 +151,7 @@ def summarize_profile(
                 # phenoconversion may turn it into another one (adjust reads the genotype-only one then)
                 drop = pc is None or not any(x in pc.genes for x in g.drug_genes(d.name))
                 rec = _evaluate(k, g, ref, profile, patient, None, policy, today, pretest=False,
-                                drop_not_actionable=drop)
+                                drop_not_actionable=drop, key_cache=key_cache)
                 rec = _phenoconv.adjust(k, pc, g, ref, rec, lambda p, g=g, ref=ref: _evaluate(
                     k, g, ref, p, patient, None, policy, today, pretest=False))
                 if rec is not None and rec.action not in _NOT_ACTIONABLE:
@@ -183,9 +191,11 @@ def _evaluate(
     *,
     pretest: bool = True,
     drop_not_actionable: bool = False,
+    key_cache: dict[tuple[str, str | None], _GeneKey] | None = None,
 ) -> Recommendation | None:
     """``drop_not_actionable``: None instead of a standard-dosing or no-recommendation answer (the patient
-    view drops those; not building them is the same answer, sooner)."""
+    view drops those; not building them is the same answer, sooner). ``key_cache``: lookup keys already
+    made from this same ``profile`` for other guidelines, by (gene, lookup method)."""
     genes = g.drug_genes(drug.name)
     results = {gene: profile.get(gene) for gene in genes}
     if all(r is None for r in results.values()):
@@ -196,7 +206,17 @@ def _evaluate(
     pop_id = pop.id if pop else None
     if g.algorithm == "warfarin":
         return _warfarin_rec(k, g, drug, results, patient, order, policy, today, pop, pop_note)
-    keys = [_gene_key(k, g, gene, results[gene]) for gene in genes]
+    if key_cache is None:
+        keys = [_gene_key(k, g, gene, results[gene]) for gene in genes]
+    else:
+        keys = []
+        for gene in genes:
+            result = results[gene]
+            ck = (gene, g.lookup[gene] if result is not None else None)
+            key = key_cache.get(ck)
+            if key is None:
+                key = key_cache[ck] = _gene_key(k, g, gene, result)
+            keys.append(key)
     rule, ambiguity_note = _match(k, g, pop_id, drug.name, keys)
     if rule is not None and rule.full_id in policy.disabled_rules:
         if not any(INDETERMINATE in key.values for key in keys):
@@ -326,7 +346,7 @@ def _match(k: Knowledge, g: Guideline, pop: str | None, drug: str, keys: list[_G
     rules = k.rules_for(g.id, pop, drug)
     if not rules:
         return None, None
-    mk = ("match", id(rules), *[(key.gene, tuple(key.values), key.ambiguous) for key in keys])
+    mk = ("match", id(rules), *[key.signature() for key in keys])
     memo = k.engine_memo
     hit = memo.get(mk)
     if hit is not None and hit[0] is rules:  # the entry holds the list, so its id is not reused while it lives
