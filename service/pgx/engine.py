@@ -73,6 +73,7 @@ class _GeneKey:
     notes: list[str] = field(default_factory=list)
     indeterminate_reason: str | None = None
     sig: tuple | None = field(default=None, compare=False, repr=False)  # (gene, values, ambiguous), see _match
+    evidence: GeneEvidence | None = field(default=None, compare=False, repr=False)  # made once, see _evidence
 
     def signature(self) -> tuple:
         """What rule matching reads of this key (keys are not changed once made)."""
@@ -407,6 +408,13 @@ def _gene_notes(keys: list[_GeneKey], profile: GenomicProfile) -> list[str]:
 
 
 def _evidence(key: _GeneKey) -> GeneEvidence:
+    """The key's evidence (made once per key: a key is not changed once made, nor is its evidence)."""
+    if key.evidence is None:
+        key.evidence = _make_evidence(key)
+    return key.evidence
+
+
+def _make_evidence(key: _GeneKey) -> GeneEvidence:
     r = key.result
     if r is None:
         return GeneEvidence(gene=key.gene, phenotype=NO_RESULT)
