@@ -206,7 +206,7 @@ def _evaluate(
     pop, pop_note = select_population(k, g, drug, patient, order, today)
     pop_id = pop.id if pop else None
     if g.algorithm == "warfarin":
-        return _warfarin_rec(k, g, drug, results, patient, order, policy, today, pop, pop_note)
+        return _warfarin_rec(k, g, drug, results, patient, order, policy, today, pop, pop_note, drop_not_actionable)
     if key_cache is None:
         keys = [_gene_key(k, g, gene, results[gene]) for gene in genes]
     else:
@@ -531,7 +531,8 @@ def _no_result(k: Knowledge, g: Guideline, drug: DrugRef, profile: GenomicProfil
 
 def _warfarin_rec(k: Knowledge, g: Guideline, drug: DrugRef, results: dict[str, GeneResult | None],
                   patient: PatientContext, order: DraftOrder | None, policy: EnginePolicy, today: date,
-                  pop: Population | None, pop_note: str | None) -> Recommendation | None:
+                  pop: Population | None, pop_note: str | None, drop_not_actionable: bool = False
+                  ) -> Recommendation | None:
     def diplo(gene: str) -> str | None:
         r = results.get(gene)
         if r is None:
@@ -562,6 +563,8 @@ def _warfarin_rec(k: Knowledge, g: Guideline, drug: DrugRef, results: dict[str, 
         enzyme_inducer=bool(meds & set(_warfarin.ENZYME_INDUCERS)),
     )
     res = _warfarin.recommend(inp)
+    if drop_not_actionable and not res.lower_than_usual:
+        return None  # standard dosing whatever the method (see the action below)
     keys = [_GeneKey(gene, [NO_RESULT if results[gene] is None else "-"], results[gene]) for gene in results]
     notes = _gene_notes(keys, GenomicProfile(patient_id=patient.patient_id)) + res.notes + list(g.notes)
     if inp.vkorc1 is None and results.get("VKORC1") is not None:
