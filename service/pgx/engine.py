@@ -203,9 +203,8 @@ def _evaluate(
         if not pretest:
             return None
         return _no_result(k, g, drug, profile, patient, order, policy)
-    pop, pop_note = select_population(k, g, drug, patient, order, today)
-    pop_id = pop.id if pop else None
     if g.algorithm == "warfarin":
+        pop, pop_note = select_population(k, g, drug, patient, order, today)
         return _warfarin_rec(k, g, drug, results, patient, order, policy, today, pop, pop_note, drop_not_actionable)
     if key_cache is None:
         keys = [_gene_key(k, g, gene, results[gene]) for gene in genes]
@@ -218,6 +217,11 @@ def _evaluate(
             if key is None:
                 key = key_cache[ck] = _gene_key(k, g, gene, result)
             keys.append(key)
+    if drop_not_actionable and g.populations and all(
+            _dropped(_match(k, g, p.id, drug.name, keys)[0], policy) for p in g.populations):
+        return None  # dropped whichever population the record selects: no need to select one
+    pop, pop_note = select_population(k, g, drug, patient, order, today)
+    pop_id = pop.id if pop else None
     rule, ambiguity_note = _match(k, g, pop_id, drug.name, keys)
     if rule is not None and rule.full_id in policy.disabled_rules:
         if not any(INDETERMINATE in key.values for key in keys):
@@ -276,6 +280,12 @@ def _evaluate(
         knowledge_version=k.version,
         interruptive=r.action not in (Action.standard_dosing, Action.no_recommendation),
     )
+
+
+def _dropped(rule: CompiledRule | None, policy: EnginePolicy) -> bool:
+    """Would _evaluate(drop_not_actionable=True) answer None with this matched rule? (No rule, a rule the
+    site switched off, or standard dosing / no recommendation.)"""
+    return rule is None or rule.full_id in policy.disabled_rules or rule.rule.action in _NOT_ACTIONABLE
 
 
 def _order_ref(order: DraftOrder | None) -> str | None:
