@@ -153,8 +153,9 @@ def summarize_profile(
                 drop = pc is None or not any(x in pc.genes for x in g.drug_genes(d.name))
                 rec = _evaluate(k, g, ref, profile, patient, None, policy, today, pretest=False,
                                 drop_not_actionable=drop, key_cache=key_cache)
-                rec = _phenoconv.adjust(k, pc, g, ref, rec, lambda p, g=g, ref=ref: _evaluate(
-                    k, g, ref, p, patient, None, policy, today, pretest=False))
+                if pc is not None:  # (adjust answers rec itself without a conversion)
+                    rec = _phenoconv.adjust(k, pc, g, ref, rec, lambda p, g=g, ref=ref: _evaluate(
+                        k, g, ref, p, patient, None, policy, today, pretest=False))
                 if rec is not None and rec.action not in _NOT_ACTIONABLE:
                     out.append(rec)
     out.sort(key=severity_key)
@@ -168,6 +169,15 @@ def _drug_ref(k: Knowledge, name: str, rxnorm: str) -> DrugRef:
     if ref is None:
         ref = k.engine_memo[key] = DrugRef(name=name, rxnorm=rxnorm)
     return ref
+
+
+def _drug_genes(k: Knowledge, g: Guideline, name: str) -> tuple[str, ...]:
+    """g.drug_genes(name), made once per knowledge (the entry holds the guideline: its id stays valid)."""
+    key = ("genes", id(g), name)
+    hit = k.engine_memo.get(key)
+    if hit is None or hit[0] is not g:
+        hit = k.engine_memo[key] = (g, tuple(g.drug_genes(name)))
+    return hit[1]
 
 
 def severity_key(r: Recommendation) -> tuple[int, int, int, str, str]:
@@ -197,8 +207,9 @@ def _evaluate(
     """``drop_not_actionable``: None instead of a standard-dosing or no-recommendation answer (the patient
     view drops those; not building them is the same answer, sooner). ``key_cache``: lookup keys already
     made from this same ``profile`` for other guidelines, by (gene, lookup method)."""
-    genes = g.drug_genes(drug.name)
-    results = {gene: profile.get(gene) for gene in genes}
+    genes = _drug_genes(k, g, drug.name)
+    on_file = profile.genes
+    results = {gene: on_file.get(gene) for gene in genes}
     if all(r is None for r in results.values()):
         if not pretest:
             return None
