@@ -420,9 +420,29 @@ def _read_implication(obs: dict[str, Any], kind: str, cand: _Cand, comp_gene: st
 # ------------------------------------------------------------------------------------------ value parsing
 
 
-def _parse_value(text: str, style: str, gene_hint: str | None, t: _Tables, haplotype: bool = False
-                 ) -> list[tuple[str, str | None, str | None, str | None, bool | None, list[str]]]:
-    """(gene, diplotype, phenotype, hla allele, present, notes) tuples for one value text."""
+_Parsed = list[tuple[str, str | None, str | None, str | None, bool | None, list[str]]]
+_PARSED: dict[tuple[str, str, str | None, bool, int], tuple[_Tables, _Parsed]] = {}
+_PARSED_MAX = 4096
+
+
+def _parse_value(text: str, style: str, gene_hint: str | None, t: _Tables, haplotype: bool = False) -> _Parsed:
+    """(gene, diplotype, phenotype, hla allele, present, notes) tuples for one value text.
+
+    A pure function of its arguments and the gene tables (as :func:`_tokens`): a population repeats few
+    value texts, so each distinct one is parsed once (bounded; a value that raises is parsed every time).
+    The caller only reads the answer."""
+    key = (text, style, gene_hint, haplotype, id(t))
+    hit = _PARSED.get(key)
+    if hit is not None and hit[0] is t:  # the entry holds the tables, so their id is not reused while it lives
+        return list(hit[1])
+    out = _parse_value_text(text, style, gene_hint, t, haplotype)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[key] = (t, out)
+    return list(out)
+
+
+def _parse_value_text(text: str, style: str, gene_hint: str | None, t: _Tables, haplotype: bool = False) -> _Parsed:
     if style == "gl-string" or text.lower().startswith("hla#"):
         return _parse_gl(text, gene_hint, t)
     m = _HLA_PRESENCE.search(text) or _HLA_PRESENCE_REV.search(text)

@@ -47,6 +47,7 @@ _ACTION_RANK = {a: i for i, a in enumerate([
 ])}
 _STRENGTH_RANK = {"Strong": 0, "Moderate": 1, "Optional": 2, "No recommendation": 3}
 _NOT_ACTIONABLE = {Action.standard_dosing, Action.no_recommendation}
+_MEMO_MAX = 20_000  # entries of Knowledge.engine_memo (distinct rule lookups; a real knowledge base has far fewer)
 
 # Activity scores a phenotype-only result can stand for (CPIC ranges; used when the lab gave no AS)
 _AS_BY_PHENOTYPE: dict[str, dict[str, list[str]]] = {
@@ -71,6 +72,14 @@ class _GeneKey:
     ambiguous: bool = False  # values are alternatives we could not choose between
     notes: list[str] = field(default_factory=list)
     indeterminate_reason: str | None = None
+    sig: tuple | None = field(default=None, compare=False, repr=False)  # (gene, values, ambiguous), see _match
+    evidence: GeneEvidence | None = field(default=None, compare=False, repr=False)  # made once, see _evidence
+
+    def signature(self) -> tuple:
+        """What rule matching reads of this key (keys are not changed once made)."""
+        if self.sig is None:
+            self.sig = (self.gene, tuple(self.values), self.ambiguous)
+        return self.sig
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,20 +140,44 @@ def summarize_profile(
     seen: set[tuple[str, str]] = set()
     out: list[Recommendation] = []
     pc = _phenoconv.convert(k, profile, _phenoconv.find_exposures(k, patient, None, (), policy, today))
+    key_cache: dict[tuple[str, str | None], _GeneKey] = {}  # this profile's lookup keys, shared by its guidelines
     for gene in profile.genes:
         for g in k.by_gene.get(gene, []):
             for d in g.drugs:
                 if (g.id, d.name) in seen:
                     continue
                 seen.add((g.id, d.name))
-                ref = DrugRef(name=d.name, rxnorm=d.rxnorm)
-                rec = _evaluate(k, g, ref, profile, patient, None, policy, today, pretest=False)
-                rec = _phenoconv.adjust(k, pc, g, ref, rec, lambda p, g=g, ref=ref: _evaluate(
-                    k, g, ref, p, patient, None, policy, today, pretest=False))
+                ref = _drug_ref(k, d.name, d.rxnorm)
+                # a recommendation the summary drops (standard dosing, no recommendation) is not built, unless
+                # phenoconversion may turn it into another one (adjust reads the genotype-only one then)
+                drop = pc is None or not any(x in pc.genes for x in g.drug_genes(d.name))
+                rec = _evaluate(k, g, ref, profile, patient, None, policy, today, pretest=False,
+                                drop_not_actionable=drop, key_cache=key_cache)
+                if pc is not None:  # (adjust answers rec itself without a conversion)
+                    rec = _phenoconv.adjust(k, pc, g, ref, rec, lambda p, g=g, ref=ref: _evaluate(
+                        k, g, ref, p, patient, None, policy, today, pretest=False))
                 if rec is not None and rec.action not in _NOT_ACTIONABLE:
                     out.append(rec)
     out.sort(key=severity_key)
     return out
+
+
+def _drug_ref(k: Knowledge, name: str, rxnorm: str) -> DrugRef:
+    """The (frozen, shareable) DrugRef of a guideline drug, made once per knowledge."""
+    key = ("drug", name, rxnorm)
+    ref = k.engine_memo.get(key)
+    if ref is None:
+        ref = k.engine_memo[key] = DrugRef(name=name, rxnorm=rxnorm)
+    return ref
+
+
+def _drug_genes(k: Knowledge, g: Guideline, name: str) -> tuple[str, ...]:
+    """g.drug_genes(name), made once per knowledge (the entry holds the guideline: its id stays valid)."""
+    key = ("genes", id(g), name)
+    hit = k.engine_memo.get(key)
+    if hit is None or hit[0] is not g:
+        hit = k.engine_memo[key] = (g, tuple(g.drug_genes(name)))
+    return hit[1]
 
 
 def severity_key(r: Recommendation) -> tuple[int, int, int, str, str]:
@@ -168,43 +201,66 @@ def _evaluate(
     today: date,
     *,
     pretest: bool = True,
+    drop_not_actionable: bool = False,
+    key_cache: dict[tuple[str, str | None], _GeneKey] | None = None,
 ) -> Recommendation | None:
-    genes = g.drug_genes(drug.name)
-    results = {gene: profile.get(gene) for gene in genes}
+    """``drop_not_actionable``: None instead of a standard-dosing or no-recommendation answer (the patient
+    view drops those; not building them is the same answer, sooner). ``key_cache``: lookup keys already
+    made from this same ``profile`` for other guidelines, by (gene, lookup method)."""
+    genes = _drug_genes(k, g, drug.name)
+    on_file = profile.genes
+    results = {gene: on_file.get(gene) for gene in genes}
     if all(r is None for r in results.values()):
         if not pretest:
             return None
         return _no_result(k, g, drug, profile, patient, order, policy)
+    if g.algorithm == "warfarin":
+        pop, pop_note = select_population(k, g, drug, patient, order, today)
+        return _warfarin_rec(k, g, drug, results, patient, order, policy, today, pop, pop_note, drop_not_actionable)
+    if key_cache is None:
+        keys = [_gene_key(k, g, gene, results[gene]) for gene in genes]
+    else:
+        keys = []
+        for gene in genes:
+            result = results[gene]
+            ck = (gene, g.lookup[gene] if result is not None else None)
+            key = key_cache.get(ck)
+            if key is None:
+                key = key_cache[ck] = _gene_key(k, g, gene, result)
+            keys.append(key)
+    if drop_not_actionable and g.populations and all(
+            _dropped(_match(k, g, p.id, drug.name, keys)[0], policy) for p in g.populations):
+        return None  # dropped whichever population the record selects: no need to select one
     pop, pop_note = select_population(k, g, drug, patient, order, today)
     pop_id = pop.id if pop else None
-    if g.algorithm == "warfarin":
-        return _warfarin_rec(k, g, drug, results, patient, order, policy, today, pop, pop_note)
-    keys = [_gene_key(k, g, gene, results[gene]) for gene in genes]
     rule, ambiguity_note = _match(k, g, pop_id, drug.name, keys)
+    if rule is not None and rule.full_id in policy.disabled_rules:
+        if not any(INDETERMINATE in key.values for key in keys):
+            return None
+        rule = None  # a site may switch a rule off, but a result we cannot read still gets its card
+    if drop_not_actionable and (rule is None or rule.rule.action in _NOT_ACTIONABLE):
+        return None
     notes = _gene_notes(keys, profile)
     if ambiguity_note:
         notes.append(ambiguity_note)
     if pop_note:
         notes.append(pop_note)
-    if rule is not None and rule.full_id in policy.disabled_rules:
-        if not any(INDETERMINATE in key.values for key in keys):
-            return None
-        rule = None  # a site may switch a rule off, but a result we cannot read still gets its card
     if rule is None:
         return _unmatched(k, g, drug, keys, notes, order, pop, pop_note)
     r = rule.rule
+    evidence = [_evidence(key) for key in keys]
     primary = next((key for key in keys if key.result is not None), keys[0])
-    summary = capitalise(_fill(r.summary, drug, primary, keys))
+    result = results_label(evidence)
+    summary = capitalise(_fill(r.summary, drug, primary, result))
     if len(summary) >= 140:
         summary = summary[:138].rstrip() + "…"
-    detail = _fill(r.detail, drug, primary, keys)
+    detail = _fill(r.detail, drug, primary, result)
     # one-click safety for this patient and order (cards/safety, rule dose applicability): service/pgx/safety.py
     screened = _safety.screen_alternatives(k.safety, r.alternatives, drug, patient, order, today,
                                            order_drugs=recognise(k, order) if order is not None and r.alternatives else (),
                                            not_current=k.medication_status.safety)
     dose, dose_notes = _safety.plan_dose(r.dose, drug, patient, order, today, k.drug_index,
                                          k.medication_status.safety)
-    evidence = [_evidence(key) for key in keys]
     if pop is not None:  # e.g. carbamazepine "no alternative agent available": an "if ..." note
         notes += situational_notes(k, g, pop, drug.name, rule, lambda p_: _match(k, g, p_, drug.name, keys)[0])
     notes, info_notes = split_notes([*notes, *r.notes, *g.notes, *screened.notes, *dose_notes], drug.name, evidence)
@@ -235,6 +291,12 @@ def _evaluate(
         knowledge_version=k.version,
         interruptive=r.action not in (Action.standard_dosing, Action.no_recommendation),
     )
+
+
+def _dropped(rule: CompiledRule | None, policy: EnginePolicy) -> bool:
+    """Would _evaluate(drop_not_actionable=True) answer None with this matched rule? (No rule, a rule the
+    site switched off, or standard dosing / no recommendation.)"""
+    return rule is None or rule.full_id in policy.disabled_rules or rule.rule.action in _NOT_ACTIONABLE
 
 
 def _order_ref(order: DraftOrder | None) -> str | None:
@@ -299,9 +361,26 @@ def _as_candidates(k: Knowledge, gene: str, phenotype: str) -> list[str]:
 
 
 def _match(k: Knowledge, g: Guideline, pop: str | None, drug: str, keys: list[_GeneKey]) -> tuple[CompiledRule | None, str | None]:
+    """The rule for these lookup keys (the most cautious one when ambiguous, with a note saying so).
+
+    A function of the rules and the keys' values only: answered once per knowledge for each distinct
+    (rules, keys) and remembered in ``k.engine_memo`` (bounded)."""
     rules = k.rules_for(g.id, pop, drug)
     if not rules:
         return None, None
+    mk = ("match", id(rules), *[key.signature() for key in keys])
+    memo = k.engine_memo
+    hit = memo.get(mk)
+    if hit is not None and hit[0] is rules:  # the entry holds the list, so its id is not reused while it lives
+        return hit[1], hit[2]
+    rule, note = _match_rules(rules, keys)
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[mk] = (rules, rule, note)
+    return rule, note
+
+
+def _match_rules(rules: list[CompiledRule], keys: list[_GeneKey]) -> tuple[CompiledRule | None, str | None]:
     # non-ambiguous genes: any candidate may match (HLA statuses); ambiguous: try every alternative
     alt_axes = [key.values if key.ambiguous else [None] for key in keys]
     hits: list[CompiledRule] = []
@@ -350,6 +429,13 @@ def _gene_notes(keys: list[_GeneKey], profile: GenomicProfile) -> list[str]:
 
 
 def _evidence(key: _GeneKey) -> GeneEvidence:
+    """The key's evidence (made once per key: a key is not changed once made, nor is its evidence)."""
+    if key.evidence is None:
+        key.evidence = _make_evidence(key)
+    return key.evidence
+
+
+def _make_evidence(key: _GeneKey) -> GeneEvidence:
     r = key.result
     if r is None:
         return GeneEvidence(gene=key.gene, phenotype=NO_RESULT)
@@ -371,14 +457,15 @@ class _SafeDict(dict[str, str]):
         return "{" + key + "}"
 
 
-def _fill(text: str, drug: DrugRef, key: _GeneKey, keys: list[_GeneKey] | None = None) -> str:
+def _fill(text: str, drug: DrugRef, key: _GeneKey, result: str) -> str:
+    """A rule text with its placeholders filled; ``result``: results_label of the genes' evidence."""
     call = key.result.call if key.result else None
     phenotype = (call.phenotype if call else (key.result.reported_phenotype if key.result else None)) or NO_RESULT
     values = _SafeDict(
         drug=drug.name,
         gene=key.gene,
         phenotype=phenotype_words(phenotype),
-        result=results_label(_evidence(k_) for k_ in (keys or [key])),
+        result=result,
         activity_score=(call.activity_score if call else None) or "n/a",
         diplotype=(call.diplotype if call else None) or (key.result.diplotype if key.result else None) or "unknown",
     )
@@ -465,7 +552,8 @@ def _no_result(k: Knowledge, g: Guideline, drug: DrugRef, profile: GenomicProfil
 
 def _warfarin_rec(k: Knowledge, g: Guideline, drug: DrugRef, results: dict[str, GeneResult | None],
                   patient: PatientContext, order: DraftOrder | None, policy: EnginePolicy, today: date,
-                  pop: Population | None, pop_note: str | None) -> Recommendation | None:
+                  pop: Population | None, pop_note: str | None, drop_not_actionable: bool = False
+                  ) -> Recommendation | None:
     def diplo(gene: str) -> str | None:
         r = results.get(gene)
         if r is None:
@@ -496,6 +584,8 @@ def _warfarin_rec(k: Knowledge, g: Guideline, drug: DrugRef, results: dict[str, 
         enzyme_inducer=bool(meds & set(_warfarin.ENZYME_INDUCERS)),
     )
     res = _warfarin.recommend(inp)
+    if drop_not_actionable and not res.lower_than_usual:
+        return None  # standard dosing whatever the method (see the action below)
     keys = [_GeneKey(gene, [NO_RESULT if results[gene] is None else "-"], results[gene]) for gene in results]
     notes = _gene_notes(keys, GenomicProfile(patient_id=patient.patient_id)) + res.notes + list(g.notes)
     if inp.vkorc1 is None and results.get("VKORC1") is not None:

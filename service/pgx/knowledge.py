@@ -90,6 +90,9 @@ class Knowledge:
     phenoconversion: Any = None  # service.pgx.phenoconversion.PhenoKnowledge (cards/phenoconversion.yaml), if present
     # which medication statuses count as current, per purpose (cards/medication_status.yaml)
     medication_status: _medications.MedicationStatuses = None  # type: ignore[assignment]  # set by the loader
+    # the engine's memo of answers that depend on the fields above only (rule matches per lookup key, drug
+    # references); filled as used, bounded by the engine, never part of the knowledge's identity
+    engine_memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def rules_for(self, guideline_id: str, population: str | None, drug: str) -> list[CompiledRule]:
         return self.rules.get((guideline_id, population, drug), [])

@@ -178,7 +178,8 @@ def _population_state(k: Knowledge, p: Population, drug: DrugRef, patient: Patie
         return None
     states: list[bool | None] = []
     if m.conditions or m.value_sets:
-        hit = any(condition_matches(pat, patient_codes(patient, order)) for pat in m.conditions)
+        codes = patient_codes(patient, order) if m.conditions else set()
+        hit = any(condition_matches(pat, codes) for pat in m.conditions)
         sets = [k.valuesets[v] for v in m.value_sets if v in k.valuesets]
         hit = hit or any(vs.contains(s, c) for vs in sets
                          for s, c in patient_codes(patient, order, remission=vs.counts_in_remission))
