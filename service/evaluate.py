@@ -105,7 +105,9 @@ def run_clinical(
         profile = build_profile(data, genes)
     profile = phenotype(knowledge, profile, data.sex, genes, annotate)
     out = Clinical(profile=profile)
-    policy = as_policy(settings)  # the engine reads the few site settings it needs, not the whole Settings
+    # the engine reads the few site settings it needs, not the whole Settings (callers that evaluate many
+    # times hand in the EnginePolicy made once: as_policy returns it as is)
+    policy = as_policy(settings) if orders or summary else None
     for order in orders:
         out.orders.append((order, evaluate_order(knowledge, profile, order, data, policy=policy, today=today,
                                                  co_orders=co_orders)))
@@ -201,7 +203,7 @@ def _patient_data(patient_id: str, resources: Iterable[dict[str, Any]]) -> tuple
 
 def evaluate_patient(
     knowledge: Knowledge,
-    settings: Settings,
+    settings: Settings | EnginePolicy,
     patient_id: str,
     resources: Iterable[dict[str, Any]],
     *,

@@ -50,6 +50,7 @@ from service.hooks.snapshots import OBS_KEY, Loaded, Snapshots
 from service.observability import metrics
 from service.pgx.drugs import recognise
 from service.pgx.knowledge import Knowledge
+from service.pgx.policy import EnginePolicy
 from service.pgx.phenoconversion import co_order_key, data_needs, perpetrators_in_order
 from service.pgx.safety import data_needs as safety_data_needs
 
@@ -67,12 +68,14 @@ class Deps:
     refused_servers: RefusedServerLog = field(default_factory=RefusedServerLog)
     card_rules: WriteBehind = field(init=False)  # card uuid -> rule id records, batched off the request path
     shown: WriteBehind = field(init=False)  # order-select's de-duplication records, batched off the request path
+    policy: EnginePolicy = field(init=False)  # the site settings the engine reads, made once from `settings`
     knowledge_tag: str = field(init=False)  # names the knowledge version in cache keys
     _reads: dict[frozenset[str], tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         r = self.settings.reuse
         self.reuse = Reuse(enabled=r.enabled, size=r.entries)
+        self.policy = EnginePolicy.of(self.settings)
         self.snapshots = Snapshots(self.settings, self.knowledge, self.fhir, self.kv, self.reuse)
         self.card_rules = WriteBehind(self.kv, key=card_rule_bucket, ttl_s=(CARD_RULE_DAYS + 1) * 24 * 3600)
         self.shown = WriteBehind(self.kv, key=None, ttl_s=self.settings.cache.dedupe_ttl_s, kind="dedupe")
@@ -283,7 +286,7 @@ def _card_templates(
     profile = entry.phenotyped(k, genes)
     patient = entry.snapshot.patient
     if hook == "patient-view":
-        recs = run_clinical(k, s, patient, profile=profile, summary=True, today=today).summary
+        recs = run_clinical(k, deps.policy, patient, profile=profile, summary=True, today=today).summary
         return [_OrderCards(patient_view_templates(recs, patient_id=patient_id, app_url=app_url))]
     # every draft order of the request: perpetrators among them phenoconvert the others
     co_orders = plan.every if plan is not None and not plan.needs_fetch and plan.every \
@@ -295,7 +298,7 @@ def _card_templates(
         found = deps.reuse.get(key, content) if reusable else None
         if found is None:
             found = _OrderCards([])
-            for rec in run_clinical(k, s, patient, profile=profile, genes=genes, orders=[order], co_orders=co_orders,
+            for rec in run_clinical(k, deps.policy, patient, profile=profile, genes=genes, orders=[order], co_orders=co_orders,
                                     today=today).orders[0][1]:
                 if rec.order_ref is None:
                     rec.order_ref = order.reference

@@ -58,11 +58,12 @@ def _init(bytes_done: Any, patients_done: Any, today: date, since: datetime | No
     from service.config import Settings
     from service.observability.logging import configure_logging
     from service.pgx.knowledge import load_knowledge
+    from service.pgx.policy import EnginePolicy
 
     settings = Settings()
     configure_logging(settings.log_level)  # the service's JSON lines at its level, not structlog's defaults
     knowledge = load_knowledge(settings.knowledge_dir)
-    _STATE.update(settings=settings, knowledge=knowledge, bytes=bytes_done,
+    _STATE.update(policy=EnginePolicy.of(settings), knowledge=knowledge, bytes=bytes_done,
                   patients=patients_done, today=today, since=since, drugs=drugs, memo=None)
     if memo:
         from service.screen.memo import PhenotypeMemo
@@ -130,13 +131,13 @@ def evaluate_group(pid: str, lines: list[bytes], tally: Any) -> dict[str, Any] |
         return None
     memo = _STATE.get("memo")
     if memo is None:
-        ev = evaluate_patient(_STATE["knowledge"], _STATE["settings"], pid, resources, today=_STATE["today"])
+        ev = evaluate_patient(_STATE["knowledge"], _STATE["policy"], pid, resources, today=_STATE["today"])
         items = findings(ev, _STATE.get("drugs"))
     elif not any(_may_matter(r) for r in resources):
         tally.add_empty()  # no result and no current medication: evaluate_patient says nothing
         return None
     else:
-        ev = evaluate_patient(_STATE["knowledge"], _STATE["settings"], pid, resources, today=_STATE["today"],
+        ev = evaluate_patient(_STATE["knowledge"], _STATE["policy"], pid, resources, today=_STATE["today"],
                               annotate=memo)
         items = findings(ev, _STATE.get("drugs"))
     tally.add(ev, items)
