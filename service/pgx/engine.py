@@ -141,25 +141,66 @@ def summarize_profile(
     out: list[Recommendation] = []
     pc = _phenoconv.convert(k, profile, _phenoconv.find_exposures(k, patient, None, (), policy, today))
     key_cache: dict[tuple[str, str | None], _GeneKey] = {}  # this profile's lookup keys, shared by its guidelines
-    for gene in profile.genes:
-        for g in k.by_gene.get(gene, []):
-            for d in g.drugs:
-                if (g.id, d.name) in seen:
-                    continue
-                seen.add((g.id, d.name))
-                ref = _drug_ref(k, d.name, d.rxnorm)
-                # a recommendation the summary drops (standard dosing, no recommendation) is not built, unless
-                # phenoconversion may turn it into another one (adjust reads the genotype-only one then)
-                drop = pc is None or not any(x in pc.genes for x in g.drug_genes(d.name))
-                rec = _evaluate(k, g, ref, profile, patient, None, policy, today, pretest=False,
-                                drop_not_actionable=drop, key_cache=key_cache)
-                if pc is not None:  # (adjust answers rec itself without a conversion)
-                    rec = _phenoconv.adjust(k, pc, g, ref, rec, lambda p, g=g, ref=ref: _evaluate(
-                        k, g, ref, p, patient, None, policy, today, pretest=False))
-                if rec is not None and rec.action not in _NOT_ACTIONABLE:
-                    out.append(rec)
+    for gene, result in profile.genes.items():
+        # the pairs this result can make actionable (all of them when phenoconversion may convert the gene)
+        pairs = (_gene_pairs(k, gene) if pc is not None and gene in pc.genes
+                 else _summary_pairs(k, gene, result, policy))
+        for g, d in pairs:
+            if (g.id, d.name) in seen:
+                continue
+            seen.add((g.id, d.name))
+            ref = _drug_ref(k, d.name, d.rxnorm)
+            # a recommendation the summary drops (standard dosing, no recommendation) is not built, unless
+            # phenoconversion may turn it into another one (adjust reads the genotype-only one then)
+            drop = pc is None or not any(x in pc.genes for x in g.drug_genes(d.name))
+            rec = _evaluate(k, g, ref, profile, patient, None, policy, today, pretest=False,
+                            drop_not_actionable=drop, key_cache=key_cache)
+            if pc is not None:  # (adjust answers rec itself without a conversion)
+                rec = _phenoconv.adjust(k, pc, g, ref, rec, lambda p, g=g, ref=ref: _evaluate(
+                    k, g, ref, p, patient, None, policy, today, pretest=False))
+            if rec is not None and rec.action not in _NOT_ACTIONABLE:
+                out.append(rec)
     out.sort(key=severity_key)
     return out
+
+
+def _gene_pairs(k: Knowledge, gene: str) -> tuple[tuple[Guideline, Any], ...]:
+    """Every (guideline, drug) pair of the guidelines that read ``gene``, in knowledge order (made once)."""
+    key = ("pairs", gene)
+    hit = k.engine_memo.get(key)
+    if hit is None:
+        hit = k.engine_memo[key] = tuple((g, d) for g in k.by_gene.get(gene, []) for d in g.drugs)
+    return hit
+
+
+def _summary_pairs(k: Knowledge, gene: str, result: GeneResult, policy: EnginePolicy) -> tuple[tuple[Guideline, Any], ...]:
+    """The pairs of ``_gene_pairs`` the patient view must evaluate for this result: all but the drugs that read
+    this gene alone (no dosing algorithm) and whose rules drop its lookup values in every population (standard
+    dosing, no recommendation, a rule the site switched off), which _evaluate(drop_not_actionable=True) answers
+    None for whatever the rest of the record says. A function of the result's lookup values (what _gene_key
+    reads) and the switched-off rules: answered once per knowledge for each and remembered in k.engine_memo,
+    with the rules lists it was matched in (a list replaced in the knowledge is matched afresh, as in _match)."""
+    call = result.call
+    values = (None, result.reported_phenotype) if call is None else (
+        call.phenotype, call.activity_score, tuple(call.allele_status or ()))
+    mk = ("summary-pairs", gene, values, policy.disabled_rules)
+    memo = k.engine_memo
+    hit = memo.get(mk)
+    if hit is not None and all(k.rules.get(rk) is rules for rk, rules in hit[1]):
+        return hit[0]  # (the rules lists the skipped pairs were matched in are still the knowledge's own)
+    keep, used = [], []
+    for g, d in _gene_pairs(k, gene):
+        if g.algorithm is None and _drug_genes(k, g, d.name) == (gene,):
+            keys = [_gene_key(k, g, gene, result)]
+            pops = [p.id for p in g.populations] if g.populations else [None]
+            if all(_dropped(_match(k, g, p, d.name, keys)[0], policy) for p in pops):
+                used += [((g.id, p, d.name), k.rules.get((g.id, p, d.name))) for p in pops]
+                continue
+        keep.append((g, d))
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[mk] = (tuple(keep), tuple(used))
+    return memo[mk][0]
 
 
 def _drug_ref(k: Knowledge, name: str, rxnorm: str) -> DrugRef:

@@ -14,6 +14,8 @@ import heapq
 import multiprocessing as mp
 import os
 import shutil
+import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -39,6 +41,8 @@ class Options:
     today: date = field(default_factory=lambda: datetime.now(timezone.utc).date())
     keep_work: bool = False
     memo: bool = True  # service.screen.memo (same output; off: every patient through the plain stages)
+    knowledge: Any = None  # the knowledge the caller loaded (workers inherit or unpickle it); None: they load it
+    start_method: str | None = None  # how workers start: None chooses (see _context), or "fork" / "spawn"
 
 
 @dataclass
@@ -53,8 +57,9 @@ class Result:
 
 
 def _init(bytes_done: Any, patients_done: Any, today: date, since: datetime | None, drugs: tuple[str, ...],
-          memo: bool = True) -> None:
-    """Worker start: the knowledge and settings, loaded once per process (the service's own loaders)."""
+          memo: bool = True, knowledge: Any = None) -> None:
+    """Worker start: the settings, and the knowledge the parent loaded (inherited by a forked worker, unpickled
+    by a spawned one) or, without one, loaded here with the service's own loader."""
     from service.config import Settings
     from service.observability.logging import configure_logging
     from service.pgx.knowledge import load_knowledge
@@ -62,7 +67,8 @@ def _init(bytes_done: Any, patients_done: Any, today: date, since: datetime | No
 
     settings = Settings()
     configure_logging(settings.log_level)  # the service's JSON lines at its level, not structlog's defaults
-    knowledge = load_knowledge(settings.knowledge_dir)
+    if knowledge is None:
+        knowledge = load_knowledge(settings.knowledge_dir)
     _STATE.update(policy=EnginePolicy.of(settings), knowledge=knowledge, bytes=bytes_done,
                   patients=patients_done, today=today, since=since, drugs=drugs, memo=None)
     if memo:
@@ -159,10 +165,10 @@ def _evaluate_job(dirs: list[str], bucket: int, out_dir: str) -> tuple[dict, int
             except Exception as exc:  # noqa: BLE001 - one patient never stops the run; recorded, not dropped
                 errors += 1
                 with open(err_out, "ab") as ef:
-                    ef.write(orjson.dumps({"patient": f"Patient/{pid}", "error": type(exc).__name__}) + b"\n")
+                    ef.write(part_line(pid, {"patient": f"Patient/{pid}", "error": type(exc).__name__}))
                 line = None
             if line is not None:
-                f.write(orjson.dumps(line) + b"\n")
+                f.write(part_line(pid, line))
             n += 1
             if n % 256 == 0:
                 _add(_STATE.get("patients"), 256)
@@ -170,18 +176,22 @@ def _evaluate_job(dirs: list[str], bucket: int, out_dir: str) -> tuple[dict, int
     return tally.state(), n, errors
 
 
-def _patient_key(line: bytes) -> str:
-    return orjson.loads(line)["patient"]
+def part_line(pid: str, obj: Any) -> bytes:
+    """A line of a sorted part: the patient id as hex of its UTF-8 bytes, a tab, the JSON. Hex keeps the byte
+    order of UTF-8, which is the code-point order ``sorted()`` gives the ids, and a tab sorts before any hex
+    digit, so the parts merge by comparing whole lines as bytes, without parsing the JSON of any."""
+    return pid.encode().hex().encode() + b"\t" + orjson.dumps(obj) + b"\n"
 
 
-def merge_sorted(parts: list[Path], dest: Path, pattern_errors: list[Path] | None = None) -> int:
-    """Merge worklist parts (each sorted by patient) into one file sorted by patient; returns lines."""
+def merge_sorted(parts: list[Path], dest: Path) -> int:
+    """Merge sorted parts (lines of ``part_line``, each part sorted by patient) into one file of their JSON
+    lines sorted by patient; returns lines."""
     files = [open(p, "rb") for p in parts]
     n = 0
     try:
-        with open(dest, "wb") as out:
-            for line in heapq.merge(*files, key=_patient_key):
-                out.write(line)
+        with open(dest, "wb", buffering=1 << 20) as out:
+            for line in heapq.merge(*files):
+                out.write(line[line.index(b"\t") + 1:])
                 n += 1
     finally:
         for f in files:
@@ -203,7 +213,7 @@ def run(opts: Options, progress: Any) -> Result:
     work = opts.output / ".screen-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    ctx = mp.get_context("spawn")
+    ctx = _context(opts.start_method)
     bytes_done = ctx.Value("q", 0)
     patients_done = ctx.Value("q", 0)
     timings: dict[str, float] = {}
@@ -213,7 +223,7 @@ def run(opts: Options, progress: Any) -> Result:
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
                                  initargs=(bytes_done, patients_done, opts.today, opts.since, opts.drugs,
-                                           opts.memo)) as pool:
+                                           opts.memo, opts.knowledge)) as pool:
             groups = source.split_tasks(source.tasks(files), workers)
             dirs = [str(work / f"p{i}") for i in range(len(groups))]
             progress.phase("reading", total=sum(source.task_weight(t) for g in groups for t in g) or 1, unit="B")
@@ -251,6 +261,18 @@ def run(opts: Options, progress: Any) -> Result:
     progress.done()
     return Result(tally=tally, worklist=worklist, patients=n_patients, timings=timings, workers=workers,
                   buckets=buckets, errors=errors)
+
+
+def _context(method: str | None = None) -> Any:
+    """How pool workers start. On Linux, when this process runs no other thread, they are forked: they inherit
+    the imported modules and the loaded knowledge instead of importing and loading them again (about a second
+    of CPU each, before any patient is read). Otherwise (another thread, whose locks a fork could copy held;
+    other platforms) they are spawned, and the knowledge reaches them pickled. ``method`` forces one."""
+    if method is not None:
+        return mp.get_context(method)
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        return mp.get_context("fork")
+    return mp.get_context("spawn")
 
 
 def _drive(futs: list, progress: Any, value: Any) -> None:

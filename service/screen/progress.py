@@ -64,7 +64,8 @@ class RichProgress:
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                                  TextColumn("{task.fields[shown]}"), TimeElapsedColumn(),
-                                 console=Console(file=stream), transient=False)
+                                 console=Console(file=stream), transient=False,
+                                 auto_refresh=False)  # redrawn on update(): no thread (screen workers fork)
         self.task: Any = None
         self.unit = ""
         self.progress.start()
@@ -77,7 +78,7 @@ class RichProgress:
 
     def update(self, value: int) -> None:
         if self.task is not None:
-            self.progress.update(self.task, completed=value, shown=_fmt(value, self.unit))
+            self.progress.update(self.task, completed=value, shown=_fmt(value, self.unit), refresh=True)
 
     def done(self) -> None:
         self.progress.stop()

@@ -69,7 +69,8 @@ def screen(req: ScreenRequest, progress: Any) -> dict[str, Any]:
         described = {**described, "kind": "bulk-export", "export": export_stats}
     if req.engine == "local":
         result = local.run(local.Options(input=input_path, output=req.output, workers=req.workers,
-                                         since=req.since, drugs=req.drugs, today=req.today, memo=req.memo),
+                                         since=req.since, drugs=req.drugs, today=req.today, memo=req.memo,
+                                         knowledge=knowledge),
                              progress)
     elif req.engine == "spark":
         from service.screen import spark

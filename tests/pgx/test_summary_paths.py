@@ -11,6 +11,7 @@ site policies that switch rules off or override indicators.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from service.pgx import engine
 from service.pgx import phenoconversion as pcv
 from service.pgx.context import as_context
 from service.pgx.knowledge import Knowledge, load_knowledge
+from service.pgx.models import Action
 from service.pgx.policy import EnginePolicy
 from service.screen import local, source
 from tests.screen.synth import write_export
@@ -88,7 +90,10 @@ def test_summary_equals_the_plain_loop(k, patients):
     assert len(patients) > 200
     phenoconverted = 0
     kept = 0
-    for policy in _policies(k):
+    # the policy with switched-off rules first, then the others: what one site's switched-off rules drop is
+    # not remembered for another site
+    policies = _policies(k)
+    for policy in [policies[1], *policies]:
         for data, profile in patients:
             got = engine.summarize_profile(k, profile, data, policy=policy, today=TODAY)
             want = plain_summary(k, profile, data, policy, TODAY)
@@ -112,6 +117,27 @@ def test_match_memo_follows_replaced_rules(k, patients):
         assert all(k.rules[key] for key in clop)
         after = engine.summarize_profile(k, profile, data, today=TODAY)
         assert not shown & {r.rule_id for r in after}
+    finally:
+        k.rules.update(saved)
+    assert engine.summarize_profile(k, profile, data, today=TODAY) == before
+
+
+def test_summary_follows_a_replaced_rule_that_now_acts(k, patients):
+    """The summary skips the drugs whose rules drop a result (remembered per result); a rules list replaced in
+    the knowledge so that such a result now gets advice is read afresh, not skipped from memory."""
+    data, profile = next((d, p) for d, p in patients if (r := p.genes.get("CYP2C19")) is not None
+                         and r.call is not None and r.call.phenotype == "Normal Metabolizer")
+    before = engine.summarize_profile(k, profile, data, today=TODAY)
+    assert not any(r.drug.name == "citalopram" for r in before)  # standard dosing for a normal metabolizer
+    keys = [key for key in k.rules if key[0] == "ssri-snri" and key[2] == "citalopram"]
+    assert keys
+    saved = {key: k.rules[key] for key in keys}
+    try:
+        for key in keys:
+            k.rules[key] = [replace(cr, rule=cr.rule.model_copy(update={"action": Action.avoid}))
+                            for cr in saved[key]]
+        after = engine.summarize_profile(k, profile, data, today=TODAY)
+        assert any(r.drug.name == "citalopram" and r.action == Action.avoid for r in after)
     finally:
         k.rules.update(saved)
     assert engine.summarize_profile(k, profile, data, today=TODAY) == before

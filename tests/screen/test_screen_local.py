@@ -286,3 +286,38 @@ def test_parquet_worklist_has_the_ndjson_rows(export, screened, tmp_path):
 
     rows = pq.read_table(tmp_path / "worklist.parquet").to_pylist()
     assert no_nulls(rows) == no_nulls(_worklist(out))
+
+
+def test_sorted_parts_merge_in_patient_order(tmp_path):
+    """The worklist parts are merged by comparing their lines as bytes (hex key, tab): the result is the
+    patients in sorted() order, for ids that are prefixes of others, use characters below the digits, or are
+    not ASCII, and whatever JSON follows the key."""
+    from service.screen.local import merge_sorted, part_line
+
+    ids = ["a", "a-b", "a.b", "ab", "A", "0", "-x", "é", "Ä", "z9", "a\tb", "patient-10", "patient-9", "日本"]
+    parts = [sorted(ids[i::3]) for i in range(3)]
+    paths = []
+    for i, part in enumerate(parts):
+        paths.append(tmp_path / f"w{i}.ndjson")
+        paths[-1].write_bytes(b"".join(part_line(pid, {"patient": f"Patient/{pid}", "n": ["\t", i]})
+                                       for pid in part))
+    assert merge_sorted(paths, tmp_path / "out.ndjson") == len(ids)
+    got = [json.loads(line) for line in (tmp_path / "out.ndjson").read_text().splitlines()]
+    assert [g["patient"] for g in got] == [f"Patient/{pid}" for pid in sorted(ids)]
+    assert all(g["n"][0] == "\t" for g in got)
+
+
+@pytest.mark.parametrize("method,given", [("fork", True), ("spawn", True), ("spawn", False)])
+def test_workers_started_either_way_give_the_same_worklist(export, screened, tmp_path, method, given):
+    """Pool workers forked (inheriting the parent's knowledge) or spawned (the knowledge pickled to them, or
+    loaded by each) evaluate alike: byte-identical worklist and the same tallies."""
+    from service.config import Settings
+    from service.pgx.knowledge import load_knowledge
+    from service.screen import local
+
+    out, summary = screened
+    knowledge = load_knowledge(Settings().knowledge_dir) if given else None
+    res = local.run(local.Options(input=export, output=tmp_path, workers=2, today=TODAY, knowledge=knowledge,
+                                  start_method=method), NoProgress())
+    assert res.worklist.read_bytes() == (out / "worklist.ndjson").read_bytes()
+    assert res.tally.to_summary()["patients"] == summary["patients"]
