@@ -14,7 +14,10 @@ $TMPDIR/pgx-cds-bench-screen), then in the same run
 
 Prints one JSON line per run: wall time, patients/s, CPU, peak RSS of the tree, and ``x_baseline`` (wall
 time as a multiple of the baseline pass). With ``--engine both`` the Spark worklist is compared byte for byte
-with the local one. The machine's load average is printed with each line (the bench does not control it).
+with the local one. The machine's load average is printed with each line (the bench does not control it),
+and so is the interpreter: run the bench with the Python whose figures you want (``.venv-opt/bin/python -m
+bench.screen``, a venv made by ``make install PY=/usr/bin/python3.11 VENV=.venv-opt``, runs everything on
+Debian's PGO/LTO build; see the README).
 """
 
 from __future__ import annotations
@@ -101,9 +104,7 @@ def _partition_job(tasks: list, out_dir: str, buckets: int) -> dict:
 
 def baseline_pass(export: Path, work: Path, workers: int) -> dict:
     """The read + group pass alone (what the local engine does before and around the evaluation)."""
-    import multiprocessing as mp
-
-    from service.screen import source
+    from service.screen import local, source
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -111,7 +112,7 @@ def baseline_pass(export: Path, work: Path, workers: int) -> dict:
     t0 = time.perf_counter()
     files = source.input_files(export)
     buckets = source.bucket_count(sum(f.stat().st_size for f in files), workers)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=local._context()) as pool:  # workers start as the engine's do
         groups = source.split_tasks(source.tasks(files), workers)
         dirs = [str(work / f"p{i}") for i in range(len(groups))]
         list(pool.map(_partition_job, groups, dirs, [buckets] * len(groups)))
@@ -154,7 +155,17 @@ def run_once(export: Path, out: Path, engine: str, workers: int, extra: list[str
             "peak_rss_tree_mb": round(sampler.peak_sum / 2**20), "peak_rss_one_process_mb": round(sampler.peak_one / 2**20),
             "timings": summary["timings"], "input_mb": round(summary["input"]["bytes"] / 2**20),
             "worklist_lines": summary["patients"]["with_findings"],
-            "load_avg_1m": {"start": round(load, 1), "end": round(os.getloadavg()[0], 1)}}
+            "load_avg_1m": {"start": round(load, 1), "end": round(os.getloadavg()[0], 1)},
+            "python": interpreter()}
+
+
+def interpreter() -> str:
+    """The CPython that ran the command (this one). How it was built matters: one built without profile-guided
+    and link-time optimisation (pyenv's default build) runs pure-Python code markedly slower than the PGO/LTO
+    builds of the python:3.11-slim image and of Debian's packages; sysconfig does not always say which."""
+    import platform
+
+    return f"{platform.python_version()} {sys.executable}"
 
 
 def main() -> None:
