@@ -20,11 +20,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from service.config import REPO_ROOT, configured_fhir_profiles_dir, configured_knowledge_dir
 from service.fhir.models import PatientData
 from service.fhir.patient_data import REF_KEY, observation_time
+from service.pgx import yamlfile
 from service.pgx.diplotype import clean_result_text, strip_gene
 from service.pgx.models import GeneResult, GenomicProfile, UnreadableResult
 from service.pgx.phenotype import names_known_alleles, parse_diplotype
@@ -118,7 +118,7 @@ def _default_tables() -> _Tables:
 def _tables(path: Path) -> _Tables:
     if not path.is_file():
         raise RuntimeError(f"code table {path} is missing: pgx-cds needs fhir_profiles/codes.yaml")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = yamlfile.safe_load(path.read_text(encoding="utf-8"))
     by_hgnc: dict[str, str] = {}
     by_upper: dict[str, str] = {}
     for sym, info in data["genes"].items():

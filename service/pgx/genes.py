@@ -25,6 +25,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from service.pgx import yamlfile
+
 __all__ = [
     "AlleleDef",
     "ActivityScoreRule",
@@ -45,10 +47,7 @@ __all__ = [
 
 Method = Literal["function", "activity_score", "allele_status", "x_linked", "mitochondrial"]
 
-try:  # the C loader is much faster; fall back to the pure-Python one
-    _Loader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader = yaml.SafeLoader
+_Loader: Any = yamlfile.SafeLoader  # libyaml's when PyYAML has it
 
 _WS = re.compile(r"\s+")
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from service.pgx import yamlfile
 from service.pgx.models import Action
 
 LookupMethod = Literal["phenotype", "activity_score", "allele_status"]
@@ -438,7 +439,7 @@ class GuidelineFileError(Exception):
         super().__init__("; ".join(f"{path.name}:{ln or '?'}: {msg}" for ln, msg in problems))
 
 
-class _LineLoader(yaml.SafeLoader):
+class _LineLoader(yamlfile.SafeLoader):  # libyaml's parser keeps the line marks this reads
     pass
 
 

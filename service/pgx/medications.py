@@ -17,6 +17,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from service.pgx import yamlfile
 from service.pgx.context import DraftOrder, Medication, PatientContext
 from service.pgx.drugs import DrugIndex, recognise_codes
 from service.pgx.models import DrugRef
@@ -73,7 +74,7 @@ class MedicationStatuses:
 def load(path: Path) -> tuple[MedicationStatuses | None, list[str]]:
     """The status lists of one file; problems as messages."""
     try:
-        f = _File.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        f = _File.model_validate(yamlfile.safe_load(path.read_text(encoding="utf-8")))
     except ValidationError as exc:
         return None, ["invalid medication status file: " + "; ".join(
             f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())]

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from service.pgx import medications as _meds
 from service.pgx import warfarin as _warfarin
+from service.pgx import yamlfile
 from service.pgx.context import Condition, DraftOrder, PatientContext
 from service.pgx.guidelines import Guideline, NoteDef, Population
 from service.pgx.models import DrugRef
@@ -137,7 +138,7 @@ def load_valuesets(dir_: Path) -> tuple[dict[str, CompiledValueSet], list[tuple[
         return out, problems
     for path in sorted(dir_.glob("*.yaml")):
         try:
-            vs = ValueSet.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+            vs = ValueSet.model_validate(yamlfile.safe_load(path.read_text(encoding="utf-8")))
         except (yaml.YAMLError, ValidationError) as exc:
             problems.append((path.name, f"invalid value set: {exc}".splitlines()[0]))
             continue

@@ -16,9 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.cdshooks.markdown import md_text
+from service.pgx import yamlfile
 from service.pgx.guidelines import INDETERMINATE, Guideline
-from service.pgx.policy import EnginePolicy, as_policy
 from service.pgx.models import Action, DrugRef, FollowUpTest, GenomicProfile, Recommendation, UnreadableEvidence
+from service.pgx.policy import EnginePolicy, as_policy
 
 POLICY_FILE = "unreadable.yaml"
 _RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -53,7 +54,7 @@ def load_policy(knowledge_dir: Path) -> tuple[UnreadablePolicy, list[str]]:
     if not path.is_file():
         return UnreadablePolicy(), []
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yamlfile.safe_load(path.read_text(encoding="utf-8")) or {}
         return UnreadablePolicy.model_validate(data), []
     except (yaml.YAMLError, ValidationError) as exc:
         return UnreadablePolicy(), [f"{POLICY_FILE}: {exc}"]
