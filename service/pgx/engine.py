@@ -165,11 +165,14 @@ def summarize_profile(
 
 
 def _gene_pairs(k: Knowledge, gene: str) -> tuple[tuple[Guideline, Any], ...]:
-    """Every (guideline, drug) pair of the guidelines that read ``gene``, in knowledge order (made once)."""
+    """The (guideline, drug) pairs whose drug reads ``gene``, in knowledge order (made once). A drug of the
+    same guideline that reads other genes only is evaluated under those genes (its answer reads the whole
+    profile, not the gene it was reached from; without a result for any of them it has none)."""
     key = ("pairs", gene)
     hit = k.engine_memo.get(key)
     if hit is None:
-        hit = k.engine_memo[key] = tuple((g, d) for g in k.by_gene.get(gene, []) for d in g.drugs)
+        hit = k.engine_memo[key] = tuple((g, d) for g in k.by_gene.get(gene, []) for d in g.drugs
+                                         if gene in _drug_genes(k, g, d.name))
     return hit
 
 
