@@ -116,9 +116,6 @@ def run_clinical(
     return out
 
 
-#: FHIR resource types a patient's record is read from (others are ignored)
-PATIENT_TYPES = frozenset({"Patient", "Observation", "DiagnosticReport", "MedicationRequest",
-                           "MedicationStatement", "Condition"})
 #: prefetch template set whose keys the records are handed over as (the order hooks' full set)
 _HOOK = "order-sign"
 

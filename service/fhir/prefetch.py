@@ -73,3 +73,9 @@ def as_request(template: str, patient_id: str) -> tuple[str, str, list[tuple[str
         params = [(k, v.replace("{{context.patientId}}", patient_id)) for k, v in pairs]
         return "search", rtype, params
     return "read", render(template, patient_id), None
+
+
+#: FHIR resource types a patient's record is read from (others are ignored): population screening reads an
+#: export's lines of these types and hands them to the patient-data stage as if prefetched
+PATIENT_TYPES = frozenset({"Patient", "Observation", "DiagnosticReport", "MedicationRequest",
+                           "MedicationStatement", "Condition"})

@@ -41,7 +41,8 @@ class Options:
     today: date = field(default_factory=lambda: datetime.now(timezone.utc).date())
     keep_work: bool = False
     memo: bool = True  # service.screen.memo (same output; off: every patient through the plain stages)
-    knowledge: Any = None  # the knowledge the caller loaded (workers inherit or unpickle it); None: they load it
+    knowledge: Any = None  # the knowledge, or a function that loads it (called while the workers partition);
+    # workers inherit it (forked) or unpickle it (spawned). None: the service's loader with the settings' directory
     start_method: str | None = None  # how workers start: None chooses (see _context), or "fork" / "spawn"
 
 
@@ -76,6 +77,22 @@ def _init(bytes_done: Any, patients_done: Any, today: date, since: datetime | No
 
         _STATE["memo"] = PhenotypeMemo()
     gc.freeze()  # the knowledge base lives as long as the worker: the cyclic GC need not scan it again
+
+
+def _init_partition(bytes_done: Any) -> None:
+    """Partition worker start: reading and bucketing lines needs no knowledge, nor the engine's modules."""
+    _STATE.update(bytes=bytes_done)
+
+
+def _knowledge(given: Any) -> Any:
+    if callable(given):
+        return given()
+    if given is not None:
+        return given
+    from service.config import Settings
+    from service.pgx.knowledge import load_knowledge
+
+    return load_knowledge(Settings().knowledge_dir)
 
 
 def _add(counter: Any, n: int) -> None:
@@ -221,18 +238,25 @@ def run(opts: Options, progress: Any) -> Result:
     errors = 0
     n_patients = 0
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
-                                 initargs=(bytes_done, patients_done, opts.today, opts.since, opts.drugs,
-                                           opts.memo, opts.knowledge)) as pool:
+        # phase 1: workers that need no knowledge partition the export; meanwhile this process loads the
+        # knowledge and the engine's modules (otherwise a serial second before any line is read)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_partition,
+                                 initargs=(bytes_done,)) as pool:
             groups = source.split_tasks(source.tasks(files), workers)
             dirs = [str(work / f"p{i}") for i in range(len(groups))]
             progress.phase("reading", total=sum(source.task_weight(t) for g in groups for t in g) or 1, unit="B")
             futs = [pool.submit(_partition_job, g, d, buckets) for g, d in zip(groups, dirs)]
+            knowledge = _knowledge(opts.knowledge)
+            import service.screen.findings  # noqa: F401 - the evaluation's modules, inherited by forked workers
             _drive(futs, progress, lambda: bytes_done.value)
             for fu in futs:
                 tally.resources.update(fu.result())
-            timings["read_s"] = round(time.perf_counter() - t0, 3)
+        timings["read_s"] = round(time.perf_counter() - t0, 3)
 
+        # phase 2: evaluation workers, started now: forked ones inherit the knowledge just loaded
+        with ProcessPoolExecutor(workers, mp_context=_context(opts.start_method), initializer=_init,
+                                 initargs=(bytes_done, patients_done, opts.today, opts.since, opts.drugs,
+                                           opts.memo, knowledge)) as pool:
             t1 = time.perf_counter()
             out_dir = work / "out"
             out_dir.mkdir()

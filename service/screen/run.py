@@ -49,7 +49,13 @@ def screen(req: ScreenRequest, progress: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown format(s): {', '.join(unknown)} (choose from {', '.join(FORMATS)})")
     settings = Settings()
-    knowledge = load_knowledge(settings.knowledge_dir)
+    loaded: list[Any] = []
+
+    def knowledge() -> Any:  # loaded once, when the engine asks (the local engine: while its workers read)
+        if not loaded:
+            loaded.append(load_knowledge(settings.knowledge_dir))
+        return loaded[0]
+
     req.output.mkdir(parents=True, exist_ok=True)
     export_stats = None
     if req.input.startswith(("http://", "https://")):
@@ -82,7 +88,7 @@ def screen(req: ScreenRequest, progress: Any) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "generatedAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "screeningDate": req.today.isoformat(),
-        "knowledgeVersion": knowledge.version,
+        "knowledgeVersion": knowledge().version,
         "engine": {"name": req.engine, "workers": result.workers, "buckets": result.buckets},
         "input": described,
         "options": {"since": req.since.isoformat() if req.since else None, "drugs": list(req.drugs),

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from service.evaluate import PATIENT_TYPES
+from service.fhir.prefetch import PATIENT_TYPES
 
 SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 CHUNK_BYTES = 32 << 20  # byte range of a plain file read by one task

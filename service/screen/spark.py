@@ -26,7 +26,7 @@ import orjson
 
 def _key_lines(lines: Iterable[str]) -> Iterator[tuple[str, tuple[str, str]]]:
     """(patient id, (resource type, line)) for patient resources; ("", (skip reason, "")) otherwise."""
-    from service.evaluate import PATIENT_TYPES
+    from service.fhir.prefetch import PATIENT_TYPES
     from service.screen.source import patient_of
 
     for line in lines:
