@@ -167,11 +167,11 @@ def evaluate_group(pid: str, lines: list[bytes], tally: Any) -> dict[str, Any] |
     return worklist_line(pid, items) if items else None
 
 
-def _evaluate_job(dirs: list[str], bucket: int, out_dir: str) -> tuple[dict, int, int]:
+def _evaluate_job(dirs: list[str], bucket: int, out_dir: str, remove: bool = True) -> tuple[dict, int, int]:
     from service.screen.summary import Tally
 
     tally = Tally()
-    groups = source.read_bucket([Path(d) for d in dirs], bucket)
+    groups = source.read_bucket([Path(d) for d in dirs], bucket, remove=remove)
     n = errors = 0
     out = Path(out_dir) / f"w{bucket:04d}.ndjson"
     err_out = Path(out_dir) / f"e{bucket:04d}.ndjson"
@@ -261,7 +261,7 @@ def run(opts: Options, progress: Any) -> Result:
             out_dir = work / "out"
             out_dir.mkdir()
             progress.phase("evaluating", total=tally.resources.get("Patient", 0) or None, unit="patients")
-            futs = [pool.submit(_evaluate_job, dirs, b, str(out_dir)) for b in range(buckets)]
+            futs = [pool.submit(_evaluate_job, dirs, b, str(out_dir), not opts.keep_work) for b in range(buckets)]
             _drive(futs, progress, lambda: patients_done.value)
             for fu in futs:
                 state, n, e = fu.result()

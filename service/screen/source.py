@@ -183,8 +183,9 @@ def partition(task_list: list[tuple[str, int, int]], out_dir: Path, buckets: int
     return counts
 
 
-def read_bucket(dirs: list[Path], bucket: int) -> dict[str, list[bytes]]:
-    """Every resource line of one bucket, grouped by patient id."""
+def read_bucket(dirs: list[Path], bucket: int, remove: bool = False) -> dict[str, list[bytes]]:
+    """Every resource line of one bucket, grouped by patient id. ``remove``: delete the bucket's files once
+    read (nothing reads them again; pages not yet written back are then dropped instead of written)."""
     groups: dict[str, list[bytes]] = {}
     name = f"b{bucket:04d}.ndjson"
     for d in dirs:
@@ -196,4 +197,6 @@ def read_bucket(dirs: list[Path], bucket: int) -> dict[str, list[bytes]]:
                 tab = line.index(b"\t")
                 pid = orjson.loads(line[:tab])
                 groups.setdefault(pid, []).append(line[tab + 1:])
+        if remove:
+            p.unlink()
     return groups

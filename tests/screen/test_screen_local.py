@@ -321,3 +321,18 @@ def test_workers_started_either_way_give_the_same_worklist(export, screened, tmp
                                   start_method=method), NoProgress())
     assert res.worklist.read_bytes() == (out / "worklist.ndjson").read_bytes()
     assert res.tally.to_summary()["patients"] == summary["patients"]
+
+
+def test_a_bucket_read_for_evaluation_is_removed(tmp_path):
+    """An evaluation job deletes its bucket files once read (nothing reads them again), unless asked to keep
+    them; the groups are the same either way."""
+    lines = [json.dumps({"resourceType": "Observation", "id": f"o{i}", "subject": {"reference": f"Patient/p{i % 7}"}}
+                        ).encode() + b"\n" for i in range(60)]
+    f = tmp_path / "Observation.ndjson"
+    f.write_bytes(b"".join(lines))
+    source.partition(source.tasks([f]), tmp_path / "p", 1)
+    kept = source.read_bucket([tmp_path / "p"], 0)
+    assert (tmp_path / "p" / "b0000.ndjson").exists()
+    assert source.read_bucket([tmp_path / "p"], 0, remove=True) == kept
+    assert sorted(kept) == [f"p{i}" for i in range(7)] and sum(map(len, kept.values())) == 60
+    assert not (tmp_path / "p" / "b0000.ndjson").exists()
