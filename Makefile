@@ -46,7 +46,9 @@ bench: $(STAMP) $(PEER_STAMP)
 	$(BIN)/pgx-cds bench --peer-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
 
 ## population screening benchmark (local engine, synthetic exports of 100k and 1M patients; ratios against the
-## read+group pass alone; BENCH_SCREEN_ARGS="--engine both" adds Spark local[2] on 100k and compares worklists)
+## read+group pass alone; BENCH_SCREEN_ARGS="--engine both" adds Spark local[2] on 100k and compares worklists).
+## On the interpreter a deployment runs (a PGO/LTO CPython, as in the python:3.11-slim image), e.g. Debian's:
+##   make bench-screen PY=/usr/bin/python3.11 VENV=.venv-opt
 bench-screen: $(STAMP)
 	$(BIN)/python -m bench.screen --patients 100000 1000000 $(BENCH_SCREEN_ARGS)
 

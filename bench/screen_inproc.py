@@ -7,7 +7,10 @@ it as the local engine does, initialises this process as a pool worker (service.
 phenotype memo), warms it on the first 2,000 patients, then times ``local.evaluate_group`` over the next
 ``--measure`` patients with ``time.process_time`` (every round; the minimum is the figure to compare).
 ``--stages`` also splits one round by stage (patient data, build_profile, phenotypes, re-ordered medications,
-summary). Partition and merge are not included: ``bench.screen`` measures the whole command.
+summary). ``--instructions`` instead counts the instructions per patient of one measured round under
+``valgrind --tool=callgrind`` (instrumentation switched on only around that round): the same count whatever
+else the machine is doing, so two versions compare exactly (about 20 s for the default 600 patients).
+Partition and merge are not included: ``bench.screen`` measures the whole command.
 
 To compare two versions in the same minutes, run it alternately from each checkout (e.g. one made with
 ``git worktree add``); the export in DIR is shared.
@@ -17,6 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import date
@@ -71,7 +78,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--stages", action="store_true", help="split one more round by stage")
     ap.add_argument("--keep", type=Path, default=Path(tempfile.gettempdir()) / "pgx-cds-bench-screen")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions per patient under callgrind (--measure defaults to 600)")
+    ap.add_argument("--under-callgrind", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.instructions and not a.under_callgrind:
+        return _instructions(a)
     from service.screen import local
     from service.screen.summary import Tally
     from tests.screen.synth import write_export  # the test suite's generator (needs the test extras)
@@ -91,6 +103,11 @@ def main() -> None:
             local.evaluate_group(p, groups[p], tally)
 
     run(pids[:WARM])
+    if a.under_callgrind:  # one round, instrumented alone (valgrind runs the rest uninstrumented)
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
+        run(measured)
+        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
+        return
     rounds = []
     for _ in range(a.rounds):
         t0 = time.process_time()
@@ -107,6 +124,20 @@ def main() -> None:
                                          sorted(spent.items(), key=lambda kv: -kv[1])}
         line["stages_total_ms_per_patient"] = round(1000 * total / len(measured), 3)
     print(json.dumps(line), flush=True)
+
+
+def _instructions(a: argparse.Namespace) -> None:
+    measure = a.measure if a.measure != 6_000 else 600
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/cg.out",
+               sys.executable, "-m", "bench.screen_inproc", "--under-callgrind", "--measure", str(measure),
+               "--patients", str(a.patients), "--tested", str(a.tested), "--seed", str(a.seed), "--keep", str(a.keep)]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    found = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
+    if done.returncode != 0 or not found:
+        raise SystemExit(f"callgrind run failed ({done.returncode}): {done.stderr[-2000:]}")
+    print(json.dumps({"patients_timed": measure, "instructions_per_patient": round(int(found.group(1)) / measure),
+                      "python": sys.version.split()[0]}), flush=True)
 
 
 if __name__ == "__main__":
