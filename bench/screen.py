@@ -96,10 +96,10 @@ def _group_job(dirs: list[str], bucket: int) -> tuple[int, int]:
     return bucket, n
 
 
-def _partition_job(tasks: list, out_dir: str, buckets: int) -> dict:
+def _partition_job(tasks: list, out_dir: str, buckets: int, splits: list | None = None) -> dict:
     from service.screen import source
 
-    return dict(source.partition(tasks, Path(out_dir), buckets))
+    return dict(source.partition(tasks, Path(out_dir), buckets, splits=splits))
 
 
 def baseline_pass(export: Path, work: Path, workers: int) -> dict:
@@ -112,10 +112,14 @@ def baseline_pass(export: Path, work: Path, workers: int) -> dict:
     t0 = time.perf_counter()
     files = source.input_files(export)
     buckets = source.bucket_count(sum(f.stat().st_size for f in files), workers)
+    all_tasks = source.tasks(files)
+    splits = source.range_splits(all_tasks, buckets)  # the engine's buckets: id ranges (hash for gzip)
+    if splits is not None:
+        buckets = len(splits) + 1
     with ProcessPoolExecutor(workers, mp_context=local._context()) as pool:  # workers start as the engine's do
-        groups = source.split_tasks(source.tasks(files), workers)
+        groups = source.split_tasks(all_tasks, workers)
         dirs = [str(work / f"p{i}") for i in range(len(groups))]
-        list(pool.map(_partition_job, groups, dirs, [buckets] * len(groups)))
+        list(pool.map(_partition_job, groups, dirs, [buckets] * len(groups), [splits] * len(groups)))
         resources = sum(n for _, n in pool.map(_group_job, [dirs] * buckets, range(buckets)))
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

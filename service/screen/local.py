@@ -41,6 +41,7 @@ class Options:
     today: date = field(default_factory=lambda: datetime.now(timezone.utc).date())
     keep_work: bool = False
     memo: bool = True  # service.screen.memo (same output; off: every patient through the plain stages)
+    ranges: bool = True  # patient-id range buckets (no merge) where the input allows; off: hash buckets + merge
     knowledge: Any = None  # the knowledge, or a function that loads it (called while the workers partition);
     # workers inherit it (forked) or unpickle it (spawned). None: the service's loader with the settings' directory
     start_method: str | None = None  # how workers start: None chooses (see _context), or "fork" / "spawn"
@@ -101,8 +102,10 @@ def _add(counter: Any, n: int) -> None:
             counter.value += n
 
 
-def _partition_job(task_list: list[tuple[str, int, int]], out_dir: str, buckets: int) -> Counter[str]:
-    return source.partition(task_list, Path(out_dir), buckets, on_progress=lambda n: _add(_STATE.get("bytes"), n))
+def _partition_job(task_list: list[tuple[str, int, int]], out_dir: str, buckets: int,
+                   splits: list[bytes] | None = None) -> Counter[str]:
+    return source.partition(task_list, Path(out_dir), buckets, on_progress=lambda n: _add(_STATE.get("bytes"), n),
+                            splits=splits)
 
 
 def _changed_since(resources: list[dict[str, Any]], since: datetime) -> bool:
@@ -167,30 +170,42 @@ def evaluate_group(pid: str, lines: list[bytes], tally: Any) -> dict[str, Any] |
     return worklist_line(pid, items) if items else None
 
 
-def _evaluate_job(dirs: list[str], bucket: int, out_dir: str, remove: bool = True) -> tuple[dict, int, int]:
+def _evaluate_job(dirs: list[str], bucket: int, out_dir: str | None, remove: bool = True
+                  ) -> tuple[dict, int, int, bytes | None, bytes | None]:
+    """One bucket's patients, in patient-id order. With ``out_dir``: its worklist and error lines go to sorted
+    part files there, for the merge (hash buckets). Without: they come back as bytes, and the parent writes the
+    buckets' bytes one after another (range buckets: that is the sorted worklist, no parts, no merge)."""
     from service.screen.summary import Tally
 
     tally = Tally()
     groups = source.read_bucket([Path(d) for d in dirs], bucket, remove=remove)
+    line_of = part_line if out_dir is not None else _plain_line
+    out: list[bytes] = []
+    err: list[bytes] = []
     n = errors = 0
-    out = Path(out_dir) / f"w{bucket:04d}.ndjson"
-    err_out = Path(out_dir) / f"e{bucket:04d}.ndjson"
-    with open(out, "wb") as f:
-        for pid in sorted(groups):
-            try:
-                line = evaluate_group(pid, groups.pop(pid), tally)
-            except Exception as exc:  # noqa: BLE001 - one patient never stops the run; recorded, not dropped
-                errors += 1
-                with open(err_out, "ab") as ef:
-                    ef.write(part_line(pid, {"patient": f"Patient/{pid}", "error": type(exc).__name__}))
-                line = None
-            if line is not None:
-                f.write(part_line(pid, line))
-            n += 1
-            if n % 256 == 0:
-                _add(_STATE.get("patients"), 256)
+    for pid in sorted(groups):
+        try:
+            line = evaluate_group(pid, groups.pop(pid), tally)
+        except Exception as exc:  # noqa: BLE001 - one patient never stops the run; recorded, not dropped
+            errors += 1
+            err.append(line_of(pid, {"patient": f"Patient/{pid}", "error": type(exc).__name__}))
+            line = None
+        if line is not None:
+            out.append(line_of(pid, line))
+        n += 1
+        if n % 256 == 0:
+            _add(_STATE.get("patients"), 256)
     _add(_STATE.get("patients"), n % 256)
-    return tally.state(), n, errors
+    if out_dir is None:
+        return tally.state(), n, errors, b"".join(out), b"".join(err)
+    (Path(out_dir) / f"w{bucket:04d}.ndjson").write_bytes(b"".join(out))
+    if err:
+        (Path(out_dir) / f"e{bucket:04d}.ndjson").write_bytes(b"".join(err))
+    return tally.state(), n, errors, None, None
+
+
+def _plain_line(pid: str, obj: Any) -> bytes:
+    return orjson.dumps(obj) + b"\n"
 
 
 def part_line(pid: str, obj: Any) -> bytes:
@@ -227,6 +242,12 @@ def run(opts: Options, progress: Any) -> Result:
     workers = opts.workers or os.cpu_count() or 1
     total = sum(f.stat().st_size for f in files)
     buckets = source.bucket_count(total, workers)
+    all_tasks = source.tasks(files)
+    # patient-id ranges from a sample of the export (plain files): the buckets' outputs are then the worklist in
+    # order, written as they come; gzip input (or ranges off) hashes patients to buckets and merges sorted parts
+    splits = source.range_splits(all_tasks, buckets) if opts.ranges else None
+    if splits is not None:
+        buckets = len(splits) + 1
     work = opts.output / ".screen-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -242,10 +263,10 @@ def run(opts: Options, progress: Any) -> Result:
         # knowledge and the engine's modules (otherwise a serial second before any line is read)
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_partition,
                                  initargs=(bytes_done,)) as pool:
-            groups = source.split_tasks(source.tasks(files), workers)
+            groups = source.split_tasks(all_tasks, workers)
             dirs = [str(work / f"p{i}") for i in range(len(groups))]
             progress.phase("reading", total=sum(source.task_weight(t) for g in groups for t in g) or 1, unit="B")
-            futs = [pool.submit(_partition_job, g, d, buckets) for g, d in zip(groups, dirs)]
+            futs = [pool.submit(_partition_job, g, d, buckets, splits) for g, d in zip(groups, dirs)]
             knowledge = _knowledge(opts.knowledge)
             import service.screen.findings  # noqa: F401 - the evaluation's modules, inherited by forked workers
             _drive(futs, progress, lambda: bytes_done.value)
@@ -258,26 +279,34 @@ def run(opts: Options, progress: Any) -> Result:
                                  initargs=(bytes_done, patients_done, opts.today, opts.since, opts.drugs,
                                            opts.memo, knowledge)) as pool:
             t1 = time.perf_counter()
-            out_dir = work / "out"
-            out_dir.mkdir()
             progress.phase("evaluating", total=tally.resources.get("Patient", 0) or None, unit="patients")
-            futs = [pool.submit(_evaluate_job, dirs, b, str(out_dir), not opts.keep_work) for b in range(buckets)]
-            _drive(futs, progress, lambda: patients_done.value)
-            for fu in futs:
-                state, n, e = fu.result()
-                tally.merge(Tally.from_state(state))
-                n_patients += n
-                errors += e
-            timings["evaluate_s"] = round(time.perf_counter() - t1, 3)
+            opts.output.mkdir(parents=True, exist_ok=True)
+            worklist = opts.output / "worklist.ndjson"
+            if splits is not None:
+                n_patients, errors = _evaluate_in_order(pool, workers, dirs, buckets, not opts.keep_work, tally,
+                                                        opts.output, progress, patients_done)
+                timings["evaluate_s"] = round(time.perf_counter() - t1, 3)
+                timings["merge_s"] = 0.0  # none: the range buckets were written in order
+            else:
+                out_dir = work / "out"
+                out_dir.mkdir()
+                futs = [pool.submit(_evaluate_job, dirs, b, str(out_dir), not opts.keep_work)
+                        for b in range(buckets)]
+                _drive(futs, progress, lambda: patients_done.value)
+                for fu in futs:
+                    state, n, e, _, _ = fu.result()
+                    tally.merge(Tally.from_state(state))
+                    n_patients += n
+                    errors += e
+                timings["evaluate_s"] = round(time.perf_counter() - t1, 3)
 
-        t2 = time.perf_counter()
-        opts.output.mkdir(parents=True, exist_ok=True)
-        worklist = opts.output / "worklist.ndjson"
-        merge_sorted(sorted(out_dir.glob("w*.ndjson")), worklist)
-        err_parts = sorted(out_dir.glob("e*.ndjson"))
-        if err_parts:
-            merge_sorted(err_parts, opts.output / "errors.ndjson")
-        timings["merge_s"] = round(time.perf_counter() - t2, 3)
+        if splits is None:
+            t2 = time.perf_counter()
+            merge_sorted(sorted(out_dir.glob("w*.ndjson")), worklist)
+            err_parts = sorted(out_dir.glob("e*.ndjson"))
+            if err_parts:
+                merge_sorted(err_parts, opts.output / "errors.ndjson")
+            timings["merge_s"] = round(time.perf_counter() - t2, 3)
     finally:
         if not opts.keep_work:
             shutil.rmtree(work, ignore_errors=True)
@@ -285,6 +314,45 @@ def run(opts: Options, progress: Any) -> Result:
     progress.done()
     return Result(tally=tally, worklist=worklist, patients=n_patients, timings=timings, workers=workers,
                   buckets=buckets, errors=errors)
+
+
+def _evaluate_in_order(pool: Any, workers: int, dirs: list[str], buckets: int, remove: bool, tally: Any,
+                       output: Path, progress: Any, patients_done: Any) -> tuple[int, int]:
+    """Evaluate range buckets and write their worklist (and error) lines in bucket order, as they complete: a
+    few buckets in flight, the finished ones held until those before them are written. The files get their
+    names once complete (a failed run leaves no partial worklist under the real name)."""
+    from service.screen.summary import Tally
+
+    n_patients = errors = 0
+    pending: dict[int, tuple[bytes, bytes]] = {}
+    inflight: dict[Any, int] = {}
+    nxt_submit = nxt_write = 0
+    part, err_part = output / "worklist.ndjson.partial", output / "errors.ndjson.partial"
+    with open(part, "wb") as out, open(err_part, "wb") as err:
+        while nxt_write < buckets:
+            while nxt_submit < buckets and len(inflight) <= workers and len(pending) < 2 * workers + 2:
+                inflight[pool.submit(_evaluate_job, dirs, nxt_submit, None, remove)] = nxt_submit
+                nxt_submit += 1
+            finished, _ = wait(list(inflight), timeout=0.25, return_when=FIRST_COMPLETED)
+            for fu in finished:
+                b = inflight.pop(fu)
+                state, n, e, lines, err_lines = fu.result()  # a failed job stops the run with its error
+                tally.merge(Tally.from_state(state))
+                n_patients += n
+                errors += e
+                pending[b] = (lines or b"", err_lines or b"")
+            while nxt_write in pending:
+                lines, err_lines = pending.pop(nxt_write)
+                out.write(lines)
+                err.write(err_lines)
+                nxt_write += 1
+            progress.update(patients_done.value)
+    part.replace(output / "worklist.ndjson")
+    if errors:
+        err_part.replace(output / "errors.ndjson")
+    else:
+        err_part.unlink()
+    return n_patients, errors
 
 
 def _context(method: str | None = None) -> Any:

@@ -8,6 +8,7 @@ ranges so that one large file is still read by every worker.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import os
 import zlib
@@ -120,21 +121,63 @@ def patient_of(res: dict[str, Any]) -> str | None:
     return None
 
 
-def bucket_of(pid: str, buckets: int) -> int:
+def bucket_of(pid: str, buckets: int, splits: list[bytes] | None = None) -> int:
+    """A patient's bucket: its id's range among ``splits`` (sorted UTF-8 ids; bucket k holds the ids from
+    splits[k-1] up to, not including, splits[k]), or a hash of it without splits."""
+    if splits is not None:
+        return bisect.bisect_right(splits, pid.encode())
     return zlib.crc32(pid.encode()) % buckets
 
 
-class BucketWriter:
-    """One worker's bucket files: ``<dir>/b<k>.ndjson`` lines of ``json(patient id) TAB resource``."""
+def range_splits(task_list: list[tuple[str, int, int]], buckets: int, per_bucket: int = 128) -> list[bytes] | None:
+    """Patient-id boundaries that cut the export into about ``buckets`` ranges of similar size, from a sample
+    of its lines taken at evenly spaced byte offsets (so each patient counts by the bytes of its resources, what
+    a bucket holds in memory). Ranges are in patient-id order, so the buckets' sorted outputs need no merge:
+    written one after another they are the sorted worklist. None when a task is a gzip file (it cannot be read
+    from an offset; the engine hashes patients to buckets then and merges the sorted parts)."""
+    if any(end < 0 and path.endswith(".gz") for path, _start, end in task_list):
+        return None
+    sized = [(path, start, os.path.getsize(path) if end < 0 else end) for path, start, end in task_list]
+    total = sum(end - start for _path, start, end in sized)
+    want = buckets * per_bucket
+    ids: list[bytes] = []
+    for path, start, end in sized:
+        n = max(1, round(want * (end - start) / total)) if total else 0
+        if end <= start or not n:
+            continue
+        with open(path, "rb") as f:
+            for j in range(n):
+                pos = start + (end - start) * j // n
+                f.seek(pos)
+                if pos > 0:
+                    f.readline()  # the rest of the line this offset fell into
+                line = f.readline()
+                try:
+                    res = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                pid = patient_of(res) if isinstance(res, dict) else None
+                if pid is not None:
+                    ids.append(pid.encode())
+    if not ids:
+        return []
+    ids.sort()
+    return sorted({ids[len(ids) * k // buckets] for k in range(1, buckets)})
 
-    def __init__(self, directory: Path, buckets: int) -> None:
+
+class BucketWriter:
+    """One worker's bucket files: ``<dir>/b<k>.ndjson`` lines of ``json(patient id) TAB resource``.
+    ``splits``: patient-id ranges (see range_splits); None: hash buckets."""
+
+    def __init__(self, directory: Path, buckets: int, splits: list[bytes] | None = None) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.buckets = buckets
+        self.splits = splits
         self.files: dict[int, BinaryIO] = {}
 
     def write(self, pid: str, line: bytes) -> None:
-        b = bucket_of(pid, self.buckets)
+        b = bucket_of(pid, self.buckets, self.splits)
         f = self.files.get(b)
         if f is None:
             f = self.files[b] = open(self.dir / f"b{b:04d}.ndjson", "ab", buffering=_WRITE_BUFFER)
@@ -147,10 +190,10 @@ class BucketWriter:
 
 
 def partition(task_list: list[tuple[str, int, int]], out_dir: Path, buckets: int,
-              on_progress: Any = None) -> Counter[str]:
+              on_progress: Any = None, splits: list[bytes] | None = None) -> Counter[str]:
     """Append every patient resource of the tasks' lines to its bucket; count what was read and skipped."""
     counts: Counter[str] = Counter()
-    w = BucketWriter(out_dir, buckets)
+    w = BucketWriter(out_dir, buckets, splits)
     done = 0
     try:
         for task in task_list:

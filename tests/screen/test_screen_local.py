@@ -336,3 +336,71 @@ def test_a_bucket_read_for_evaluation_is_removed(tmp_path):
     assert source.read_bucket([tmp_path / "p"], 0, remove=True) == kept
     assert sorted(kept) == [f"p{i}" for i in range(7)] and sum(map(len, kept.values())) == 60
     assert not (tmp_path / "p" / "b0000.ndjson").exists()
+
+
+@pytest.fixture(scope="module")
+def plain_export(export, tmp_path_factory) -> Path:
+    """The same export with its gzip files written out plain (range buckets need files they can seek in)."""
+    d = tmp_path_factory.mktemp("plain")
+    for f in source.input_files(export):
+        rel = f.relative_to(export)
+        if f.name.endswith(".gz"):
+            (d / rel.as_posix()[:-3]).write_bytes(gzip.decompress(f.read_bytes()))
+        else:
+            (d / rel).write_bytes(f.read_bytes())
+    return d
+
+
+def test_range_buckets_write_the_same_worklist_without_a_merge(plain_export, screened, tmp_path):
+    """Plain files are cut into patient-id ranges (sampled), whose outputs are written in order: the same
+    worklist and tallies as hash buckets merged (the screened export has gzip files, so it was hashed)."""
+    from service.screen import local
+
+    out, summary = screened
+    ranged = local.run(local.Options(input=plain_export, output=tmp_path / "r", workers=2, today=TODAY),
+                       NoProgress())
+    hashed = local.run(local.Options(input=plain_export, output=tmp_path / "h", workers=2, today=TODAY,
+                                     ranges=False), NoProgress())
+    assert ranged.timings["merge_s"] == 0.0 and hashed.timings["merge_s"] > 0.0
+    assert ranged.worklist.read_bytes() == hashed.worklist.read_bytes() == (out / "worklist.ndjson").read_bytes()
+    assert ranged.tally.to_summary()["patients"] == hashed.tally.to_summary()["patients"] == summary["patients"]
+    assert not (tmp_path / "r" / "worklist.ndjson.partial").exists()
+
+
+def test_range_splits_cut_the_export_evenly_and_skip_gzip(plain_export, export, tmp_path):
+    tasks = source.tasks(source.input_files(plain_export))
+    splits = source.range_splits(tasks, 8)
+    assert splits == sorted(splits) and 4 <= len(splits) <= 7
+    source.partition(tasks, tmp_path / "p", 8, splits=splits)
+    sizes = [p.stat().st_size for p in sorted((tmp_path / "p").glob("b*.ndjson"))]
+    assert len(sizes) == len(splits) + 1 and max(sizes) < 2.5 * sum(sizes) / len(sizes)
+    ids = [sorted(source.read_bucket([tmp_path / "p"], b)) for b in range(len(sizes))]
+    assert all(a[-1] < b[0] for a, b in zip(ids, ids[1:]) if a and b)  # ranges, in order
+    assert source.range_splits(source.tasks(source.input_files(export)), 8) is None  # gzip files: hashed
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_a_patient_that_fails_is_recorded_in_errors_and_the_run_goes_on(plain_export, screened, tmp_path,
+                                                                        monkeypatch, ranges):
+    """A patient whose evaluation raises is left out of the worklist and listed (sorted) in errors.ndjson;
+    the other patients' lines are as before. (Forked workers inherit the patched function.)"""
+    from service.screen import local
+
+    out, _ = screened
+    real = local.evaluate_group
+
+    def failing(pid, lines, tally):
+        if pid.endswith("7"):
+            raise RuntimeError("boom")
+        return real(pid, lines, tally)
+
+    monkeypatch.setattr(local, "evaluate_group", failing)
+    res = local.run(local.Options(input=plain_export, output=tmp_path, workers=2, today=TODAY, ranges=ranges,
+                                  start_method="fork"), NoProgress())
+    errors = [json.loads(line) for line in (tmp_path / "errors.ndjson").read_text().splitlines()]
+    failed = [e["patient"] for e in errors]
+    assert res.errors == len(errors) > 0 and failed == sorted(failed)
+    assert all(p.endswith("7") and e["error"] == "RuntimeError" for p, e in zip(failed, errors))
+    want = [line for line in (out / "worklist.ndjson").read_text().splitlines()
+            if not json.loads(line)["patient"].endswith("7")]
+    assert res.worklist.read_text().splitlines() == want
