@@ -251,6 +251,7 @@ def run(opts: Options, progress: Any) -> Result:
     work = opts.output / ".screen-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    (opts.output / "errors.ndjson").unlink(missing_ok=True)  # this run's own, if any (not an earlier run's)
     ctx = _context(opts.start_method)
     bytes_done = ctx.Value("q", 0)
     patients_done = ctx.Value("q", 0)
@@ -320,7 +321,7 @@ def _evaluate_in_order(pool: Any, workers: int, dirs: list[str], buckets: int, r
                        output: Path, progress: Any, patients_done: Any) -> tuple[int, int]:
     """Evaluate range buckets and write their worklist (and error) lines in bucket order, as they complete: a
     few buckets in flight, the finished ones held until those before them are written. The files get their
-    names once complete (a failed run leaves no partial worklist under the real name)."""
+    names once complete (a failed run leaves neither a partial worklist nor a partial file)."""
     from service.screen.summary import Tally
 
     n_patients = errors = 0
@@ -328,25 +329,30 @@ def _evaluate_in_order(pool: Any, workers: int, dirs: list[str], buckets: int, r
     inflight: dict[Any, int] = {}
     nxt_submit = nxt_write = 0
     part, err_part = output / "worklist.ndjson.partial", output / "errors.ndjson.partial"
-    with open(part, "wb") as out, open(err_part, "wb") as err:
-        while nxt_write < buckets:
-            while nxt_submit < buckets and len(inflight) <= workers and len(pending) < 2 * workers + 2:
-                inflight[pool.submit(_evaluate_job, dirs, nxt_submit, None, remove)] = nxt_submit
-                nxt_submit += 1
-            finished, _ = wait(list(inflight), timeout=0.25, return_when=FIRST_COMPLETED)
-            for fu in finished:
-                b = inflight.pop(fu)
-                state, n, e, lines, err_lines = fu.result()  # a failed job stops the run with its error
-                tally.merge(Tally.from_state(state))
-                n_patients += n
-                errors += e
-                pending[b] = (lines or b"", err_lines or b"")
-            while nxt_write in pending:
-                lines, err_lines = pending.pop(nxt_write)
-                out.write(lines)
-                err.write(err_lines)
-                nxt_write += 1
-            progress.update(patients_done.value)
+    try:
+        with open(part, "wb") as out, open(err_part, "wb") as err:
+            while nxt_write < buckets:
+                while nxt_submit < buckets and len(inflight) <= workers and len(pending) < 2 * workers + 2:
+                    inflight[pool.submit(_evaluate_job, dirs, nxt_submit, None, remove)] = nxt_submit
+                    nxt_submit += 1
+                finished, _ = wait(list(inflight), timeout=0.25, return_when=FIRST_COMPLETED)
+                for fu in finished:
+                    b = inflight.pop(fu)
+                    state, n, e, lines, err_lines = fu.result()  # a failed job stops the run with its error
+                    tally.merge(Tally.from_state(state))
+                    n_patients += n
+                    errors += e
+                    pending[b] = (lines or b"", err_lines or b"")
+                while nxt_write in pending:
+                    lines, err_lines = pending.pop(nxt_write)
+                    out.write(lines)
+                    err.write(err_lines)
+                    nxt_write += 1
+                progress.update(patients_done.value)
+    except BaseException:
+        part.unlink(missing_ok=True)  # a failed run leaves no partial files behind
+        err_part.unlink(missing_ok=True)
+        raise
     part.replace(output / "worklist.ndjson")
     if errors:
         err_part.replace(output / "errors.ndjson")

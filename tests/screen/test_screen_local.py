@@ -404,3 +404,28 @@ def test_a_patient_that_fails_is_recorded_in_errors_and_the_run_goes_on(plain_ex
     want = [line for line in (out / "worklist.ndjson").read_text().splitlines()
             if not json.loads(line)["patient"].endswith("7")]
     assert res.worklist.read_text().splitlines() == want
+
+
+def _crash(dirs, bucket, out_dir, remove=True):  # an evaluation job that fails (module level: pickled by name)
+    raise OSError("disk gone")
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_a_rerun_without_failures_leaves_no_old_errors_file(plain_export, tmp_path, monkeypatch, ranges):
+    """errors.ndjson belongs to the run that wrote it: a later run into the same directory with no failures
+    removes it (its summary says 0 errors), and a run that fails leaves no partial files."""
+    from service.screen import local
+
+    real = local.evaluate_group
+    monkeypatch.setattr(local, "evaluate_group", lambda pid, lines, tally: (_ for _ in ()).throw(
+        RuntimeError("boom")) if pid.endswith("3") else real(pid, lines, tally))
+    opts = dict(input=plain_export, output=tmp_path, workers=2, today=TODAY, ranges=ranges, start_method="fork")
+    assert local.run(local.Options(**opts), NoProgress()).errors > 0
+    assert (tmp_path / "errors.ndjson").exists()
+    monkeypatch.setattr(local, "evaluate_group", real)
+    assert local.run(local.Options(**opts), NoProgress()).errors == 0
+    assert not (tmp_path / "errors.ndjson").exists()
+    monkeypatch.setattr(local, "_evaluate_job", _crash)
+    with pytest.raises(OSError):
+        local.run(local.Options(**opts), NoProgress())
+    assert not list(tmp_path.glob("*.partial"))
