@@ -108,6 +108,7 @@ def baseline_pass(export: Path, work: Path, workers: int) -> dict:
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    os.sync()  # as run_once: nothing from before waiting to be written
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     files = source.input_files(export)
@@ -139,6 +140,7 @@ def run_once(export: Path, out: Path, engine: str, workers: int, extra: list[str
     else:
         cmd += ["--spark-master", f"local[{workers}]"]
     shutil.rmtree(out, ignore_errors=True)
+    os.sync()  # start with nothing waiting to be written (the export just generated, an earlier run's output)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
