@@ -112,11 +112,8 @@ def baseline_pass(export: Path, work: Path, workers: int) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     files = source.input_files(export)
-    buckets = source.bucket_count(sum(f.stat().st_size for f in files), workers)
     all_tasks = source.tasks(files)
-    splits = source.range_splits(all_tasks, buckets)  # the engine's buckets: id ranges (hash for gzip)
-    if splits is not None:
-        buckets = len(splits) + 1
+    buckets, splits = source.plan_buckets(all_tasks, workers)  # the engine's buckets: id ranges (hash for gzip)
     with ProcessPoolExecutor(workers, mp_context=local._context()) as pool:  # workers start as the engine's do
         groups = source.split_tasks(all_tasks, workers)
         dirs = [str(work / f"p{i}") for i in range(len(groups))]

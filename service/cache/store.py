@@ -360,6 +360,10 @@ class WriteBehind:
         """The value queued (or being sent) for a field, if it has not reached Redis yet."""
         return self._pending.get(field) or self._sending.get(field)
 
+    async def read(self, key: str) -> bytes | None:
+        """(``key=None`` mode) A key's newest value: the one still queued, else what Redis has."""
+        return self.get(key) or await self._kv.get(key)
+
     def _schedule(self) -> None:
         if self._task is None and not self._closed:
             due = self.clock.now() + self._delay()  # from now, not from when the task first runs

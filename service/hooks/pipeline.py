@@ -343,7 +343,7 @@ async def _dedupe_and_remember(
         out = []
         for t, data in cards:
             ident = f"dedupe:{pkey}:{t.order_ref}:{t.rule_id}"
-            if (deps.shown.get(ident) or await deps.kv.get(ident)) != t.content_hash:
+            if await deps.shown.read(ident) != t.content_hash:
                 out.append((t, data))
     for t, data in out:
         if t.rule_id:

@@ -205,7 +205,7 @@ class Snapshots:
         if near is not None and near.fresh_until > now:
             metrics.child(metrics.CACHE, "profile", "hit").inc()
             return Loaded(near.entry, "cache"), needs, genes
-        cached = self.writes.get(key) or await self.kv.get(key)  # a write still queued is the newest
+        cached = await self.writes.read(key)  # a write still queued is the newest
         if cached is None and near is not None and near.valid_until > now and getattr(self.kv, "degraded", False):
             # Redis failed (not a miss): serve our last copy while it is within the profile TTL
             metrics.child(metrics.CACHE, "profile", "stale").inc()

@@ -152,7 +152,7 @@ def summarize_profile(
             ref = _drug_ref(k, d.name, d.rxnorm)
             # a recommendation the summary drops (standard dosing, no recommendation) is not built, unless
             # phenoconversion may turn it into another one (adjust reads the genotype-only one then)
-            drop = pc is None or not any(x in pc.genes for x in g.drug_genes(d.name))
+            drop = pc is None or not any(x in pc.genes for x in _drug_genes(k, g, d.name))
             rec = _evaluate(k, g, ref, profile, patient, None, policy, today, pretest=False,
                             drop_not_actionable=drop, key_cache=key_cache)
             if pc is not None:  # (adjust answers rec itself without a conversion)

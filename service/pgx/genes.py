@@ -47,8 +47,6 @@ __all__ = [
 
 Method = Literal["function", "activity_score", "allele_status", "x_linked", "mitochondrial"]
 
-_Loader: Any = yamlfile.SafeLoader  # libyaml's when PyYAML has it
-
 _WS = re.compile(r"\s+")
 
 
@@ -360,7 +358,7 @@ def _load_file(path: Path) -> GeneDefinition:
     except OSError as exc:
         raise GeneDefinitionError(f"{path}: cannot read: {exc}") from exc
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+        data = yaml.load(text, Loader=yamlfile.SafeLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -376,7 +374,7 @@ def _load_file(path: Path) -> GeneDefinition:
 def _describe(path: Path, text: str, exc: ValidationError) -> str:
     """Turn a pydantic error into 'file:line: field: message' lines using YAML node marks."""
     try:
-        root = yaml.compose(text, Loader=_Loader)
+        root = yaml.compose(text, Loader=yamlfile.SafeLoader)
     except yaml.YAMLError:  # pragma: no cover - already parsed once
         root = None
     lines = []

@@ -240,14 +240,10 @@ def run(opts: Options, progress: Any) -> Result:
     if not files:
         raise FileNotFoundError(f"no NDJSON files (*.ndjson, *.ndjson.gz) in {opts.input}")
     workers = opts.workers or os.cpu_count() or 1
-    total = sum(f.stat().st_size for f in files)
-    buckets = source.bucket_count(total, workers)
     all_tasks = source.tasks(files)
     # patient-id ranges from a sample of the export (plain files): the buckets' outputs are then the worklist in
     # order, written as they come; gzip input (or ranges off) hashes patients to buckets and merges sorted parts
-    splits = source.range_splits(all_tasks, buckets) if opts.ranges else None
-    if splits is not None:
-        buckets = len(splits) + 1
+    buckets, splits = source.plan_buckets(all_tasks, workers, opts.ranges)
     work = opts.output / ".screen-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -286,8 +282,6 @@ def run(opts: Options, progress: Any) -> Result:
             if splits is not None:
                 n_patients, errors = _evaluate_in_order(pool, workers, dirs, buckets, not opts.keep_work, tally,
                                                         opts.output, progress, patients_done)
-                timings["evaluate_s"] = round(time.perf_counter() - t1, 3)
-                timings["merge_s"] = 0.0  # none: the range buckets were written in order
             else:
                 out_dir = work / "out"
                 out_dir.mkdir()
@@ -299,8 +293,9 @@ def run(opts: Options, progress: Any) -> Result:
                     tally.merge(Tally.from_state(state))
                     n_patients += n
                     errors += e
-                timings["evaluate_s"] = round(time.perf_counter() - t1, 3)
+            timings["evaluate_s"] = round(time.perf_counter() - t1, 3)
 
+        timings["merge_s"] = 0.0  # none for range buckets: written in order
         if splits is None:
             t2 = time.perf_counter()
             merge_sorted(sorted(out_dir.glob("w*.ndjson")), worklist)

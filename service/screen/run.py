@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -49,12 +50,8 @@ def screen(req: ScreenRequest, progress: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown format(s): {', '.join(unknown)} (choose from {', '.join(FORMATS)})")
     settings = Settings()
-    loaded: list[Any] = []
-
-    def knowledge() -> Any:  # loaded once, when the engine asks (the local engine: while its workers read)
-        if not loaded:
-            loaded.append(load_knowledge(settings.knowledge_dir))
-        return loaded[0]
+    # loaded once, when first asked (the local engine asks while its workers read)
+    knowledge = functools.cache(lambda: load_knowledge(settings.knowledge_dir))
 
     req.output.mkdir(parents=True, exist_ok=True)
     export_stats = None

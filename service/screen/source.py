@@ -129,6 +129,15 @@ def bucket_of(pid: str, buckets: int, splits: list[bytes] | None = None) -> int:
     return zlib.crc32(pid.encode()) % buckets
 
 
+def plan_buckets(task_list: list[tuple[str, int, int]], workers: int, ranges: bool = True
+                 ) -> tuple[int, list[bytes] | None]:
+    """(bucket count, patient-id splits or None for hash buckets) for these tasks: id ranges where the input
+    allows (see range_splits) unless ``ranges`` is off."""
+    buckets = bucket_count(sum(os.path.getsize(path) for path in {t[0] for t in task_list}), workers)
+    splits = range_splits(task_list, buckets) if ranges else None
+    return (len(splits) + 1 if splits is not None else buckets), splits
+
+
 def range_splits(task_list: list[tuple[str, int, int]], buckets: int, per_bucket: int = 128) -> list[bytes] | None:
     """Patient-id boundaries that cut the export into about ``buckets`` ranges of similar size, from a sample
     of its lines taken at evenly spaced byte offsets (so each patient counts by the bytes of its resources, what
